@@ -1,0 +1,114 @@
+//! Run-time CPU feature detection: one binary picks its kernels on the machine it runs on.
+
+/// Detected CPU features relevant to the kernels, e.g. `["avx2", "fma", "f16c", ...]`.
+pub fn cpu_features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if has!($f) {
+                    out.push($f);
+                }
+            )*};
+        }
+        let vnni = has!("avx2") && avx_vnni_cpuid();
+        probe!(
+            "sse4.1",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni"
+        );
+        if vnni {
+            out.push("avxvnni");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if std::arch::is_aarch64_feature_detected!($f) {
+                    out.push($f);
+                }
+            )*};
+        }
+        probe!("neon", "dotprod", "i8mm", "fp16");
+    }
+    out
+}
+
+/// Kernel levels, best last. `EOSTOK_KERNELS=scalar|avx2` caps the level (for `--info`
+/// comparisons and for testing the lower variants on a machine that has the higher ones);
+/// unset or `auto` uses the best the CPU has. Read once per process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // no SIMD levels there yet
+pub(crate) enum Level {
+    Scalar,
+    /// AVX2 + FMA + F16C: the baseline of every x86 SIMD kernel here (Haswell / Zen 1 on).
+    Avx2,
+    /// AVX-VNNI (`vpdpbusd` on ymm: Alder Lake, Sapphire Rapids, Zen 5): fuses the u8×i8
+    /// `maddubs` + `madd` pair into one instruction.
+    AvxVnni,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("EOSTOK_KERNELS").as_deref() {
+            Ok("scalar") => Level::Scalar,
+            Ok("avx2") => Level::Avx2,
+            _ => Level::AvxVnni,
+        };
+        detected().min(cap)
+    })
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") && has!("f16c") {
+            return if avx_vnni_cpuid() {
+                Level::AvxVnni
+            } else {
+                Level::Avx2
+            };
+        }
+    }
+    Level::Scalar
+}
+
+/// AVX-VNNI: CPUID.(EAX=7, ECX=1):EAX bit 4, read by hand because
+/// `is_x86_feature_detected!("avxvnni")` needs Rust 1.89 and the workspace MSRV is 1.85.
+/// The OS's YMM state support is covered by the AVX2 check that always precedes this.
+#[cfg(target_arch = "x86_64")]
+fn avx_vnni_cpuid() -> bool {
+    use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
+    // `unsafe` for Rust < 1.87, where these were unsafe fns.
+    #[allow(unused_unsafe)]
+    unsafe {
+        __get_cpuid_max(0).0 >= 7
+            && __cpuid_count(7, 0).eax >= 1
+            && __cpuid_count(7, 1).eax & (1 << 4) != 0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    level() >= Level::Avx2
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx_vnni() -> bool {
+    level() >= Level::AvxVnni
+}

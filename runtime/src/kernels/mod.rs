@@ -1,0 +1,336 @@
+//! Matrix kernels: `y = x · Wᵀ` for a GGML weight matrix straight from the mmap.
+//!
+//! Quantized weights are dotted against activations quantized once per call to the weight
+//! type's [`GgmlType::vec_dot_type`] (integer dot products per block, as ggml does); F16 and
+//! F32 weights are dotted against the f32 activations directly with f32 FMA.
+//!
+//! Kernel variants are picked at run time: one x86_64 binary uses AVX2+FMA+F16C, plus
+//! AVX-VNNI for the 32-value block types where the CPU has it, without being built for the
+//! machine; other targets use `wide` (F32/F16) and the scalar references (quantized). Every
+//! SIMD kernel has the scalar reference from [`crate::quant`] beside it;
+//! [`matmul_reference`] runs only those. `EOSTOK_KERNELS=avx2|scalar` caps the level (read
+//! once per process) to compare or test the lower variants; see [`variant`].
+//!
+//! Work split: rayon over chunks of output rows (calls under ~130k multiply-adds stay on the
+//! calling thread). With `batch > 1` a task dots each of its weight rows against 4
+//! activation rows at a time (the weight block is unpacked once for the 4), tile after tile,
+//! so the weights come from memory once per call and from L2 after that.
+
+// The micro-kernels index several per-activation-row arrays with one unrolled `k`.
+#![allow(clippy::needless_range_loop)]
+
+/// Runs the micro-kernel `$dot::<N, ...>($args.., b0) -> [f32; N]` over the activation rows
+/// of `$out` (one weight row's outputs, `[batch]`) in groups of 4, then 3/2/1 for the tail.
+#[allow(unused_macros)]
+macro_rules! for_groups {
+    ($batch:expr, $out:expr, $dot:ident, [$($g:tt),*], ($($arg:expr),*)) => {{
+        let batch: usize = $batch;
+        let out: &mut [f32] = $out;
+        let mut b0 = 0;
+        while b0 + 4 <= batch {
+            out[b0..b0 + 4].copy_from_slice(&$dot::<4 $(, $g)*>($($arg,)* b0));
+            b0 += 4;
+        }
+        match batch - b0 {
+            3 => out[b0..].copy_from_slice(&$dot::<3 $(, $g)*>($($arg,)* b0)),
+            2 => out[b0..].copy_from_slice(&$dot::<2 $(, $g)*>($($arg,)* b0)),
+            1 => out[b0..].copy_from_slice(&$dot::<1 $(, $g)*>($($arg,)* b0)),
+            _ => {}
+        }
+    }};
+}
+
+mod act;
+#[cfg(target_arch = "x86_64")]
+mod block32;
+mod cpu;
+mod f16;
+mod f32;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q6_k;
+mod q8_0;
+mod vec;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use act::quantize_activations;
+pub use cpu::cpu_features;
+pub use vec::{add, axpy, dot_f32, max, mul, scale, sum};
+
+use crate::quant::{self, GgmlType};
+use act::{ActBuf, Acts};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Why a weight matrix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("no matmul kernel for ggml type {0}")]
+    Unsupported(GgmlType),
+    #[error("{cols} columns is not a whole number of {ty} blocks of {block_size}")]
+    PartialBlock {
+        ty: GgmlType,
+        cols: usize,
+        block_size: usize,
+    },
+    #[error("a {rows}x{cols} {ty} matrix takes {expected} bytes, but {found} were given")]
+    ByteLength {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("a {rows}x{cols} {ty} matrix is too large to address")]
+    Overflow {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    },
+}
+
+/// Weight types [`matmul`] accepts.
+pub const WEIGHT_TYPES: [GgmlType; 7] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+/// A weight matrix stored row-major in GGML layout: `rows` output features,
+/// each row `cols` input values (`ne[0] = cols`), bytes borrowed from the mmap.
+#[derive(Clone, Copy, Debug)]
+pub struct Weight<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> Weight<'a> {
+    /// Checks the type is supported, `cols` is whole blocks and `data` is exactly
+    /// `rows` rows: after this the kernels index without further checks on file data.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        if !WEIGHT_TYPES.contains(&ty) {
+            return Err(KernelError::Unsupported(ty));
+        }
+        let row_size = ty.row_size(cols).ok_or(KernelError::PartialBlock {
+            ty,
+            cols,
+            block_size: ty.block_size(),
+        })?;
+        let expected =
+            row_size
+                .checked_mul(rows)
+                .ok_or(KernelError::Overflow { ty, rows, cols })?;
+        if data.len() != expected {
+            return Err(KernelError::ByteLength {
+                ty,
+                rows,
+                cols,
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(Weight {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Bytes per row.
+    pub fn row_size(&self) -> usize {
+        self.data.len().checked_div(self.rows).unwrap_or(0)
+    }
+
+    /// Row `r`'s bytes.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let n = self.row_size();
+        &self.data[r * n..(r + 1) * n]
+    }
+}
+
+/// Computes dots of weight rows `rows` against all activation rows into
+/// `out[(r - rows.start) * batch + b]`.
+type RowsFn = fn(w: &Weight, acts: &Acts, rows: Range<usize>, out: &mut [f32], stride: usize);
+
+/// A kernel variant for one weight type.
+#[derive(Clone, Copy)]
+struct Kernel {
+    name: &'static str,
+    rows: RowsFn,
+    /// Use the SIMD activation quantizer (bit-identical to the reference one) and fill the
+    /// per-block side arrays the SIMD kernels read.
+    fast_quantizer: bool,
+    /// For 32-value blocks: per-lane multipliers `c` of the activation bias lanes
+    /// `-c · Σ(group of 4 quants)` (see `Acts::bias`).
+    bias: Option<[i32; 8]>,
+}
+
+impl Kernel {
+    const fn simd(name: &'static str, rows: RowsFn) -> Kernel {
+        Kernel {
+            name,
+            rows,
+            fast_quantizer: true,
+            bias: None,
+        }
+    }
+}
+
+fn select(ty: GgmlType) -> Kernel {
+    let simd = match ty {
+        GgmlType::F32 => f32::select(),
+        GgmlType::F16 => f16::select(),
+        GgmlType::Q8_0 => q8_0::select(),
+        GgmlType::Q4_0 => q4_0::select(),
+        GgmlType::Q4_1 => q4_1::select(),
+        GgmlType::Q4_K => q4_k::select(),
+        GgmlType::Q6_K => q6_k::select(),
+        _ => None,
+    };
+    simd.unwrap_or_else(|| reference_kernel(ty))
+}
+
+/// The scalar kernel: the reference `vec_dot` per (row, activation row).
+fn reference_kernel(ty: GgmlType) -> Kernel {
+    let rows: RowsFn = match ty {
+        GgmlType::F32 => f32::rows_reference,
+        GgmlType::F16 => f16::rows_reference,
+        _ => quantized_rows_reference,
+    };
+    Kernel {
+        name: "scalar",
+        rows,
+        fast_quantizer: false,
+        bias: None,
+    }
+}
+
+fn quantized_rows_reference(
+    w: &Weight,
+    acts: &Acts,
+    rows: Range<usize>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let dot = match w.ty {
+        GgmlType::Q4_0 => quant::q4_0::vec_dot,
+        GgmlType::Q4_1 => quant::q4_1::vec_dot,
+        GgmlType::Q8_0 => quant::q8_0::vec_dot,
+        GgmlType::Q4_K => quant::q4_k::vec_dot,
+        GgmlType::Q6_K => quant::q6_k::vec_dot,
+        ty => unreachable!("Weight::new admitted {ty}"),
+    };
+    for (r, out) in rows.zip(out.chunks_mut(stride)) {
+        let wr = w.row(r);
+        for (b, o) in out[..acts.batch].iter_mut().enumerate() {
+            *o = dot(wr, acts.q_row(b));
+        }
+    }
+}
+
+/// Name of the kernel variant chosen at run time for a type, e.g. "avx2+fma",
+/// "avx2+avx-vnni", "wide", "scalar"; "unsupported" for types [`Weight::new`] refuses.
+pub fn variant(ty: GgmlType) -> &'static str {
+    if !WEIGHT_TYPES.contains(&ty) {
+        return "unsupported";
+    }
+    select(ty).name
+}
+
+/// `y[b * rows + r] = sum_c W[r, c] * x[b * cols + c]` for `b in 0..batch`.
+/// `x`: `[batch, cols]` f32, `y`: `[batch, rows]` f32 (overwritten).
+///
+/// Panics if `x` or `y` has the wrong length (a caller bug; file data is checked by
+/// [`Weight::new`]).
+pub fn matmul(w: &Weight, x: &[f32], batch: usize, y: &mut [f32]) {
+    run(w, x, batch, y, select(w.ty), true);
+}
+
+/// Same as [`matmul`], on one thread with the scalar reference kernels and the reference
+/// activation quantizer, for tests and `--info` comparisons.
+pub fn matmul_reference(w: &Weight, x: &[f32], batch: usize, y: &mut [f32]) {
+    run(w, x, batch, y, reference_kernel(w.ty), false);
+}
+
+/// Below this many multiply-adds a call runs on the calling thread: rayon's fork/join
+/// (a few µs) would cost more than it saves.
+const SERIAL_MACS: usize = 1 << 17;
+/// Bytes of weights one task should cover at least, so per-task overhead stays small.
+const TASK_BYTES: usize = 32 << 10;
+/// Activation rows per pass over a task's weight rows (one 4-row micro-kernel group): their
+/// quantized rows (4 × 4096 Q8_0 values with side arrays ≈ 35 KB) stay in L1 while the
+/// task's weight rows stream through; 4 beat 8 and 64 by 10-15% for batch-64 here.
+const BATCH_TILE: usize = 4;
+
+fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, parallel: bool) {
+    // The fields are public, so re-check what `Weight::new` checked: the kernels rely on it.
+    if let Err(e) = Weight::new(w.ty, w.rows, w.cols, w.data) {
+        panic!("matmul: {e}");
+    }
+    assert_eq!(x.len(), batch * w.cols, "matmul: x is not [batch, cols]");
+    assert_eq!(y.len(), batch * w.rows, "matmul: y is not [batch, rows]");
+    if batch == 0 || w.rows == 0 {
+        return;
+    }
+    let parallel = parallel && w.rows * w.cols * batch >= SERIAL_MACS && w.rows > 1;
+    let buf = ActBuf::prepare(w.ty, x, batch, w.cols, &kernel, parallel);
+    let acts = buf.acts(x, batch, w.cols);
+
+    // A task walks its rows once per tile of activation rows: the tile's quantized rows
+    // stay in L1 while the task's weight rows come from L2 (or, for one tile, memory).
+    let task = |r0: usize, out: &mut [f32]| {
+        let n = out.len() / batch;
+        for b0 in (0..batch).step_by(BATCH_TILE) {
+            let b1 = (b0 + BATCH_TILE).min(batch);
+            (kernel.rows)(w, &acts.tile(b0..b1), r0..r0 + n, &mut out[b0..], batch);
+        }
+    };
+    // `yt` is `[rows, batch]`: each output row's values are contiguous, so row chunks
+    // split it cleanly between tasks.
+    let compute = |yt: &mut [f32]| {
+        if parallel {
+            let chunk = chunk_rows(w, batch);
+            yt.par_chunks_mut(chunk * batch)
+                .enumerate()
+                .for_each(|(i, out)| task(i * chunk, out));
+        } else {
+            task(0, yt);
+        }
+    };
+    if batch == 1 {
+        compute(y);
+    } else {
+        // Transposed into `y` at the end: O(batch · rows), negligible next to the dots.
+        let mut yt = vec![0f32; batch * w.rows];
+        compute(&mut yt);
+        for (r, vals) in yt.chunks_exact(batch).enumerate() {
+            for (b, &v) in vals.iter().enumerate() {
+                y[b * w.rows + r] = v;
+            }
+        }
+    }
+}
+
+/// Output rows per rayon task: at least [`TASK_BYTES`] of weights (fewer rows when the
+/// batch makes each row expensive), and at least ~4 tasks per thread for load balance.
+fn chunk_rows(w: &Weight, batch: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let row_cost = w.row_size().max(1) * batch.min(16);
+    let by_bytes = TASK_BYTES.div_ceil(row_cost);
+    let by_balance = w.rows.div_ceil(4 * threads);
+    by_bytes.min(by_balance).clamp(4, w.rows.max(4))
+}

@@ -1,0 +1,56 @@
+//! Q4_0 weights × Q8_0 activations. Reference: `quant::q4_0::vec_dot`.
+//!
+//! The nibbles are used raw (0..15, unsigned as the u8×i8 dot wants); the `- 8` comes back
+//! through the activation bias lanes `-8 · Σy`, instead of ggml's subtract and two sign ops.
+
+use super::Kernel;
+
+pub(super) fn select() -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::block32::kernel;
+        if super::cpu::has_avx_vnni() {
+            return Some(kernel::<x86::Vnni>("avx2+avx-vnni"));
+        }
+        if super::cpu::has_avx2() {
+            return Some(kernel::<x86::Avx2>("avx2+fma"));
+        }
+    }
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::block32::{nibbles_in_place, nibbles_shifted, Kind};
+    use super::super::x86::{dot_u8i8, dot_u8i8_vnni};
+    use crate::quant::q4_0::BlockQ4_0;
+    use std::arch::x86_64::*;
+
+    pub struct Avx2;
+    impl Kind for Avx2 {
+        type W = BlockQ4_0;
+        const D: usize = 0;
+        const BIAS: Option<[i32; 8]> = Some([8; 8]);
+        unsafe fn unpack(w: &BlockQ4_0) -> [__m256i; 2] {
+            [nibbles_shifted(&w.qs), _mm256_setzero_si256()]
+        }
+        unsafe fn dot(w: &[__m256i; 2], y: __m256i, bias: __m256i) -> __m256i {
+            _mm256_add_epi32(bias, dot_u8i8(w[0], y))
+        }
+    }
+
+    /// High nibbles ×16 in place; their bias lanes are ×16 too (`-128 · Σy`).
+    pub struct Vnni;
+    impl Kind for Vnni {
+        type W = BlockQ4_0;
+        const D: usize = 0;
+        const BIAS: Option<[i32; 8]> = Some([8, 8, 8, 8, 128, 128, 128, 128]);
+        const HI: f32 = 1.0 / 16.0;
+        unsafe fn unpack(w: &BlockQ4_0) -> [__m256i; 2] {
+            [nibbles_in_place(&w.qs), _mm256_setzero_si256()]
+        }
+        unsafe fn dot(w: &[__m256i; 2], y: __m256i, bias: __m256i) -> __m256i {
+            dot_u8i8_vnni(bias, w[0], y)
+        }
+    }
+}

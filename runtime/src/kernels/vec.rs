@@ -1,0 +1,116 @@
+//! Small f32 vector helpers for the model's glue (norms, residuals, softmax), portable SIMD
+//! with `wide`: NEON on aarch64, SSE2 on a default x86_64 build (wide picks its instruction
+//! set at compile time). They are O(n) next to the O(n²) matmuls, so no run-time dispatch.
+//! Every function panics if its slices differ in length (a caller bug).
+
+use wide::f32x8;
+
+#[inline]
+fn load(s: &[f32]) -> f32x8 {
+    let lanes: [f32; 8] = s[..8].try_into().expect("8 lanes");
+    f32x8::from(lanes)
+}
+
+#[inline]
+fn store(v: f32x8, s: &mut [f32]) {
+    s[..8].copy_from_slice(&v.to_array());
+}
+
+fn same_len(a: usize, b: usize, what: &str) {
+    assert_eq!(a, b, "{what}: slices differ in length");
+}
+
+/// `Σ a[i]·b[i]`, f32 accumulation in 16 lanes.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    same_len(a.len(), b.len(), "dot_f32");
+    let (mut acc0, mut acc1) = (f32x8::ZERO, f32x8::ZERO);
+    let mut ca = a.chunks_exact(16);
+    let mut cb = b.chunks_exact(16);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        acc0 = load(x).mul_add(load(y), acc0);
+        acc1 = load(&x[8..]).mul_add(load(&y[8..]), acc1);
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    (acc0 + acc1).reduce_add() + tail
+}
+
+/// y += alpha · x.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    same_len(x.len(), y.len(), "axpy");
+    let a = f32x8::splat(alpha);
+    let mut cx = x.chunks_exact(8);
+    let mut cy = y.chunks_exact_mut(8);
+    for (x, y) in (&mut cx).zip(&mut cy) {
+        store(a.mul_add(load(x), load(y)), y);
+    }
+    for (x, y) in cx.remainder().iter().zip(cy.into_remainder()) {
+        *y += alpha * x;
+    }
+}
+
+/// x *= alpha.
+pub fn scale(x: &mut [f32], alpha: f32) {
+    let a = f32x8::splat(alpha);
+    let mut cx = x.chunks_exact_mut(8);
+    for x in &mut cx {
+        store(load(x) * a, x);
+    }
+    for x in cx.into_remainder() {
+        *x *= alpha;
+    }
+}
+
+/// dst += src (residual adds).
+pub fn add(dst: &mut [f32], src: &[f32]) {
+    same_len(dst.len(), src.len(), "add");
+    let mut cd = dst.chunks_exact_mut(8);
+    let mut cs = src.chunks_exact(8);
+    for (d, s) in (&mut cd).zip(&mut cs) {
+        store(load(d) + load(s), d);
+    }
+    for (d, s) in cd.into_remainder().iter_mut().zip(cs.remainder()) {
+        *d += s;
+    }
+}
+
+/// dst *= src, elementwise (norm weights, gates).
+pub fn mul(dst: &mut [f32], src: &[f32]) {
+    same_len(dst.len(), src.len(), "mul");
+    let mut cd = dst.chunks_exact_mut(8);
+    let mut cs = src.chunks_exact(8);
+    for (d, s) in (&mut cd).zip(&mut cs) {
+        store(load(d) * load(s), d);
+    }
+    for (d, s) in cd.into_remainder().iter_mut().zip(cs.remainder()) {
+        *d *= s;
+    }
+}
+
+/// `Σ x[i]`.
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = f32x8::ZERO;
+    let mut cx = x.chunks_exact(8);
+    for c in &mut cx {
+        acc += load(c);
+    }
+    acc.reduce_add() + cx.remainder().iter().sum::<f32>()
+}
+
+/// Largest element (`-inf` for an empty slice; NaNs are skipped), for softmax.
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = f32x8::splat(f32::NEG_INFINITY);
+    let mut cx = x.chunks_exact(8);
+    for c in &mut cx {
+        acc = acc.max(load(c));
+    }
+    let lanes = acc
+        .to_array()
+        .into_iter()
+        .chain(cx.remainder().iter().copied());
+    lanes.fold(f32::NEG_INFINITY, f32::max)
+}

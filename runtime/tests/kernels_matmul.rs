@@ -1,0 +1,406 @@
+//! Matrix kernels through the public API: the run-time-selected (SIMD, threaded) `matmul`
+//! against the scalar `matmul_reference`, both against an f64 dot of the dequantized
+//! weights, `Weight::new` validation, and the variant names.
+//!
+//! Error bounds, with `S = Σ_c |W[r,c]|·|x[b,c]|` (f64, dequantized weights):
+//! - SIMD vs reference: `|y - y_ref| ≤ 1e-5·S` — both dot the same quantized activations
+//!   with exact integer block sums; only the f32 order of the per-block terms differs.
+//! - vs f64, F32/F16: `(cols/16 + 8)·2⁻²³·S` — f32 accumulation in 16 lanes.
+//! - vs f64, quantized: activation quantization error, per element at most
+//!   `e = amax_blk/127 · (1/2 + 127·2⁻¹¹)` for Q8_0/Q8_1 (rounding, plus the f16 scale) and
+//!   `amax_blk/127 · 0.501` for Q8_K (f32 scale), giving `Σ_c |W|·e_c`; for Q4_1 also the f16
+//!   roundings of Q8_1's `s` and `d` times `m`: `2⁻¹⁰·Σ_blk max|W_blk|·Σ_blk|x|`; plus
+//!   `1e-5·S` for f32 arithmetic.
+
+mod common;
+
+use common::rng::Rng;
+use eostok_runtime::kernels::{self, matmul, matmul_reference, variant, KernelError, Weight};
+use eostok_runtime::quant::{self, GgmlType};
+
+const TYPES: [GgmlType; 7] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+fn quantize_rows(ty: GgmlType, w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+    let rb = ty.row_size(cols).unwrap();
+    let mut out = vec![0u8; rows * rb];
+    for (src, dst) in w.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
+        quant::quantize_row(ty, src, dst).unwrap();
+    }
+    out
+}
+
+fn dequantize_rows(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Vec<f32> {
+    let rb = ty.row_size(cols).unwrap();
+    let mut out = vec![0f32; rows * cols];
+    for (src, dst) in data.chunks_exact(rb).zip(out.chunks_exact_mut(cols)) {
+        quant::dequantize_row(ty, src, dst).unwrap();
+    }
+    out
+}
+
+/// Activations with per-row scale changes, a few outliers and an all-zero block, as real
+/// hidden states have.
+fn activations(rng: &mut Rng, batch: usize, cols: usize) -> Vec<f32> {
+    let mut x = vec![0f32; batch * cols];
+    for (b, row) in x.chunks_exact_mut(cols).enumerate() {
+        let scale = 0.1 + b as f32;
+        for v in row.iter_mut() {
+            *v = scale * rng.normal();
+            if rng.below(97) == 0 {
+                *v *= 20.0;
+            }
+        }
+        if cols >= 64 && b % 2 == 1 {
+            row[32..64].fill(0.0);
+        }
+    }
+    x
+}
+
+struct Case {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+}
+
+/// Ragged rows (not multiples of the task chunk or of 4), batch 1..5 plus a batch beyond
+/// the kernels' 64-row activation tile, cols of several block counts (odd and even, for the
+/// two-accumulator kernels), and shapes large enough to take the threaded path.
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for ty in TYPES {
+        let blk = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+            256
+        } else {
+            32
+        };
+        let cols_list = [blk, 3 * blk, 8 * blk + if blk == 32 { 32 } else { 256 }];
+        let shapes = [
+            (1, 0, 1),
+            (3, 1, 2),
+            (17, 2, 3),
+            (67, 0, 4),
+            (130, 1, 5),
+            (5, 2, 1),
+            (301, 2, 1),
+            (1000, 1, 2),
+            (41, 1, 70),
+            (9, 0, 9),
+        ];
+        for (rows, ci, batch) in shapes {
+            out.push(Case {
+                ty,
+                rows,
+                cols: cols_list[ci],
+                batch,
+            });
+        }
+    }
+    out
+}
+
+struct Stats {
+    worst_vs_ref: f64,
+    worst_vs_exact: f64,
+}
+
+fn check_case(c: &Case, rng: &mut Rng, stats: &mut Stats) {
+    let Case {
+        ty,
+        rows,
+        cols,
+        batch,
+    } = *c;
+    let wf: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * 0.05).collect();
+    let data = quantize_rows(ty, &wf, rows, cols);
+    let wd = dequantize_rows(ty, &data, rows, cols);
+    let x = activations(rng, batch, cols);
+    let w = Weight::new(ty, rows, cols, &data).unwrap();
+
+    let mut y = vec![f32::NAN; batch * rows];
+    let mut y_ref = vec![f32::NAN; batch * rows];
+    matmul(&w, &x, batch, &mut y);
+    matmul_reference(&w, &x, batch, &mut y_ref);
+
+    let act_blk = match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => 256,
+        _ => 32,
+    };
+    for b in 0..batch {
+        let xr = &x[b * cols..(b + 1) * cols];
+        for r in 0..rows {
+            let wr = &wd[r * cols..(r + 1) * cols];
+            let exact: f64 = wr.iter().zip(xr).map(|(&w, &x)| w as f64 * x as f64).sum();
+            let s: f64 = wr
+                .iter()
+                .zip(xr)
+                .map(|(&w, &x)| (w as f64 * x as f64).abs())
+                .sum();
+            let bound_exact = match ty {
+                GgmlType::F32 | GgmlType::F16 => (cols as f64 / 16.0 + 8.0) * 2f64.powi(-23) * s,
+                _ => {
+                    let mut e = 0.0;
+                    for (wb, xb) in wr.chunks(act_blk).zip(xr.chunks(act_blk)) {
+                        let amax = xb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+                        let per = match ty {
+                            GgmlType::Q4_K | GgmlType::Q6_K => amax / 127.0 * 0.501,
+                            // + f16 subnormal scale rounding for tiny blocks
+                            _ => amax / 127.0 * (0.5 + 127.0 / 2048.0) + 127.0 * 2f64.powi(-25),
+                        };
+                        e += per * wb.iter().map(|&v| (v as f64).abs()).sum::<f64>();
+                        if ty == GgmlType::Q4_1 {
+                            let wmax = wb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+                            let xsum: f64 = xb.iter().map(|&v| (v as f64).abs()).sum();
+                            e += 2f64.powi(-10) * wmax * xsum;
+                        }
+                    }
+                    e + 1e-5 * s
+                }
+            };
+            let (got, want) = (y[b * rows + r] as f64, y_ref[b * rows + r] as f64);
+            let bound_ref = 1e-5 * s + 1e-30;
+            let ctx = format!("{ty} rows={rows} cols={cols} batch={batch} (r={r}, b={b})");
+            assert!(got.is_finite(), "{ctx}: non-finite {got}");
+            assert!(
+                (got - want).abs() <= bound_ref,
+                "{ctx}: simd {got} vs reference {want}, bound {bound_ref}"
+            );
+            assert!(
+                (got - exact).abs() <= bound_exact,
+                "{ctx}: simd {got} vs f64 {exact}, bound {bound_exact}"
+            );
+            assert!(
+                (want - exact).abs() <= bound_exact,
+                "{ctx}: reference {want} vs f64 {exact}, bound {bound_exact}"
+            );
+            stats.worst_vs_ref = stats.worst_vs_ref.max((got - want).abs() / bound_ref);
+            stats.worst_vs_exact = stats.worst_vs_exact.max((got - exact).abs() / bound_exact);
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_reference_and_f64_on_random_shapes() {
+    let mut rng = Rng::new(0x5eed_0001);
+    for ty in TYPES {
+        let mut stats = Stats {
+            worst_vs_ref: 0.0,
+            worst_vs_exact: 0.0,
+        };
+        for c in cases().iter().filter(|c| c.ty == ty) {
+            check_case(c, &mut rng, &mut stats);
+        }
+        // Printed with --nocapture: how much of each bound is used.
+        println!(
+            "{ty:>5} ({}): worst |simd-ref|/bound {:.3}, worst |simd-f64|/bound {:.3}",
+            variant(ty),
+            stats.worst_vs_ref,
+            stats.worst_vs_exact
+        );
+    }
+}
+
+/// Random bytes in the quant fields (every nibble / 6-bit / 8-bit code, including Q8_0's
+/// -128 and the largest 6-bit scales and mins) with sane f16 scales: the SIMD integer paths
+/// must neither saturate nor overflow where the scalar reference does not.
+#[test]
+fn matmul_matches_reference_on_random_quant_bytes() {
+    let mut rng = Rng::new(0x5eed_0002);
+    // (type, block bytes, offsets of f16 scale fields)
+    let layouts: [(GgmlType, usize, &[usize]); 5] = [
+        (GgmlType::Q4_0, 18, &[0]),
+        (GgmlType::Q4_1, 20, &[0, 2]),
+        (GgmlType::Q8_0, 34, &[0]),
+        (GgmlType::Q4_K, 144, &[0, 2]),
+        (GgmlType::Q6_K, 210, &[208]),
+    ];
+    for (ty, bsize, scale_offsets) in layouts {
+        let (rows, cols, batch) = (37, 2 * ty.block_size() * if bsize > 100 { 1 } else { 8 }, 6);
+        let mut data = rng.bytes(rows * ty.row_size(cols).unwrap());
+        for block in data.chunks_exact_mut(bsize) {
+            for &o in scale_offsets {
+                let v = half::f16::from_f32(rng.uniform() * 0.01);
+                block[o..o + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let w = Weight::new(ty, rows, cols, &data).unwrap();
+        // Extreme activations: every block has its ±amax, so quants reach ±127.
+        let x: Vec<f32> = (0..batch * cols)
+            .map(|i| {
+                if i % 7 == 0 {
+                    -3.0
+                } else {
+                    rng.uniform() * 3.0
+                }
+            })
+            .collect();
+        let wd = dequantize_rows(ty, &data, rows, cols);
+        let mut y = vec![0f32; batch * rows];
+        let mut y_ref = vec![0f32; batch * rows];
+        matmul(&w, &x, batch, &mut y);
+        matmul_reference(&w, &x, batch, &mut y_ref);
+        for b in 0..batch {
+            for r in 0..rows {
+                let s: f64 = wd[r * cols..(r + 1) * cols]
+                    .iter()
+                    .zip(&x[b * cols..(b + 1) * cols])
+                    .map(|(&w, &x)| (w as f64 * x as f64).abs())
+                    .sum();
+                let (got, want) = (y[b * rows + r], y_ref[b * rows + r]);
+                assert!(
+                    ((got - want) as f64).abs() <= 1e-5 * s + 1e-30,
+                    "{ty} r={r} b={b}: simd {got} vs reference {want} (S = {s})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_handles_empty_shapes() {
+    for ty in TYPES {
+        let w = Weight::new(ty, 0, ty.block_size() * 32, &[]).unwrap();
+        let mut y: Vec<f32> = vec![];
+        matmul(&w, &vec![1.0; 3 * 32 * ty.block_size()], 3, &mut y);
+        let w = Weight::new(ty, 4, 0, &[]).unwrap();
+        let mut y = vec![f32::NAN; 8];
+        matmul(&w, &[], 2, &mut y);
+        assert!(y.iter().all(|&v| v == 0.0), "{ty}: zero columns give zeros");
+    }
+}
+
+#[test]
+fn weight_new_checks_type_blocks_and_length() {
+    let data = vec![0u8; 2 * 18];
+    assert!(Weight::new(GgmlType::Q4_0, 2, 32, &data).is_ok());
+    assert_eq!(
+        Weight::new(GgmlType::Q4_0, 2, 48, &data).unwrap_err(),
+        KernelError::PartialBlock {
+            ty: GgmlType::Q4_0,
+            cols: 48,
+            block_size: 32
+        }
+    );
+    assert_eq!(
+        Weight::new(GgmlType::Q4_0, 3, 32, &data).unwrap_err(),
+        KernelError::ByteLength {
+            ty: GgmlType::Q4_0,
+            rows: 3,
+            cols: 32,
+            expected: 54,
+            found: 36
+        }
+    );
+    for ty in [
+        GgmlType::Q8_K,
+        GgmlType::Q8_1,
+        GgmlType::Q5_0,
+        GgmlType::BF16,
+    ] {
+        assert_eq!(
+            Weight::new(ty, 1, 256, &data).unwrap_err(),
+            KernelError::Unsupported(ty)
+        );
+        assert_eq!(variant(ty), "unsupported");
+    }
+    assert!(matches!(
+        Weight::new(GgmlType::F32, usize::MAX / 2, 4, &data),
+        Err(KernelError::Overflow { .. })
+    ));
+}
+
+#[test]
+#[should_panic(expected = "x is not [batch, cols]")]
+fn matmul_rejects_wrong_activation_length() {
+    let data = vec![0u8; 2 * 18];
+    let w = Weight::new(GgmlType::Q4_0, 2, 32, &data).unwrap();
+    matmul(&w, &[0.0; 31], 1, &mut [0.0; 2]);
+}
+
+#[test]
+#[should_panic(expected = "matmul: a 2x32 q4_0 matrix takes 36 bytes")]
+fn matmul_rechecks_a_hand_built_weight() {
+    let data = vec![0u8; 18];
+    let w = Weight {
+        ty: GgmlType::Q4_0,
+        rows: 2,
+        cols: 32,
+        data: &data,
+    };
+    matmul(&w, &[0.0; 32], 1, &mut [0.0; 2]);
+}
+
+#[test]
+fn variants_are_simd_where_the_cpu_has_avx2() {
+    let features = kernels::cpu_features();
+    println!("cpu features: {features:?}");
+    for ty in TYPES {
+        println!("{ty:>5}: {}", variant(ty));
+    }
+    let cap = std::env::var("EOSTOK_KERNELS").unwrap_or_default();
+    let avx2 = ["avx2", "fma", "f16c"].iter().all(|f| features.contains(f));
+    if !avx2 || cap == "scalar" {
+        for ty in TYPES {
+            let want = if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                "wide"
+            } else {
+                "scalar"
+            };
+            assert_eq!(variant(ty), want, "{ty}");
+        }
+        return;
+    }
+    for ty in TYPES {
+        let v = variant(ty);
+        assert_ne!(
+            v, "scalar",
+            "{ty} fell back to the scalar kernel on an AVX2 machine"
+        );
+        assert!(v.starts_with("avx2"), "{ty}: {v}");
+    }
+    let vnni = features.contains(&"avxvnni") && cap != "avx2";
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let want = if vnni { "avx2+avx-vnni" } else { "avx2+fma" };
+        assert_eq!(variant(ty), want, "{ty}");
+    }
+}
+
+/// The variants below the best one this CPU has (AVX2 without VNNI; the scalar and `wide`
+/// paths) are checked by re-running this binary's tests with `EOSTOK_KERNELS` capping the
+/// level, since the choice is made once per process.
+#[test]
+fn lower_kernel_levels_pass_the_same_tests() {
+    if std::env::var_os("EOSTOK_KERNELS").is_some() {
+        return; // already the child
+    }
+    let exe = std::env::current_exe().unwrap();
+    for cap in ["avx2", "scalar"] {
+        let out = std::process::Command::new(&exe)
+            .env("EOSTOK_KERNELS", cap)
+            .args([
+                "--test-threads",
+                "2",
+                "--nocapture",
+                "--skip",
+                "lower_kernel_levels",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("EOSTOK_KERNELS={cap}:\n{text}");
+        assert!(
+            out.status.success(),
+            "EOSTOK_KERNELS={cap} failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
