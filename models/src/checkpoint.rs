@@ -14,8 +14,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use eostok_models::exit::{bad_input, BadInputExt};
-use eostok_models::{tensor_specs, Config};
+use crate::exit::{bad_input, BadInputExt};
+use crate::{tensor_specs, Config};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,8 @@
 //! names ([`names`]), the canonical tensor list ([`shapes`]), the GGUF
 //! metadata schema ([`gguf_schema`]), token sampling ([`sampling`]) and the
 //! exit-code convention of every binary ([`exit`]). The candle modules
-//! ([`nn`]) sit behind the default feature `candle`.
+//! ([`nn`]) and the checkpoint directory ([`checkpoint`]) sit behind the
+//! default feature `candle`.
 
 pub mod config;
 pub mod exit;
@@ -13,6 +14,10 @@ pub mod names;
 pub mod sampling;
 pub mod shapes;
 
+#[cfg(feature = "candle")]
+pub mod checkpoint;
+#[cfg(feature = "candle")]
+pub mod nets;
 #[cfg(feature = "candle")]
 pub mod nn;
 

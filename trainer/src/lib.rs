@@ -1,6 +1,10 @@
 //! eostok-train: joint end-to-end training of the EOSTok tokenizer and AR
 //! model (candle, CPU and CUDA), checkpoints, and later evaluation.
 
-pub mod checkpoint;
+/// The checkpoint directory format lives in eostok-models (the quantizer reads it too).
+pub use eostok_models::checkpoint;
+pub mod data;
+pub mod fit;
 pub mod joint;
 pub mod loss;
+pub mod optim;

@@ -42,6 +42,72 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Train the tokenizer and the AR model (joint end-to-end by default).
+    Fit(FitArgs),
+}
+
+#[derive(clap::Args)]
+struct FitArgs {
+    /// A preset (tiny, small, S, B, L, H) or a JSON file (ignored with --resume).
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// Dataset: fashion-mnist, fashion-mnist-test, emoji (from the asset cache), or a path (ImageFolder or IDX directory).
+    #[arg(long)]
+    data: String,
+    /// Total optimizer steps (a resumed run continues up to this step).
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Stop and save after this step, keeping the schedule of --steps (continue with --resume).
+    #[arg(long)]
+    stop_at: Option<u64>,
+    /// Run directory: the latest checkpoint, metrics.jsonl, history/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run saved in this directory (bit-exact on CPU).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// e2e (the paper), two-stage (tokenizer, then AR on frozen tokens), ntp-only (E2E without APR).
+    #[arg(long, value_enum, default_value = "e2e")]
+    mode: eostok_train::fit::Mode,
+    /// Seed of the initialisation, data order and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu (cuda:N with the `cuda` feature, later).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Final learning rate of the cosine schedule.
+    #[arg(long, default_value_t = 1e-6)]
+    min_lr: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// EMA decay of the exported weights.
+    #[arg(long, default_value_t = 0.999)]
+    ema_decay: f64,
+    /// Save a checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    save_every: u64,
+    /// Keep the K previous checkpoints under OUT/history/ (0 = only the latest).
+    #[arg(long, default_value_t = 0)]
+    keep: usize,
+    /// Append a metrics.jsonl line every N steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Random horizontal flips.
+    #[arg(long)]
+    hflip: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +115,7 @@ fn main() -> ExitCode {
     exit::run("eostok-train", || match cli.command {
         Command::Describe { config } => describe(&config),
         Command::Init { config, out, seed, force } => init(&config, &out, seed, force),
+        Command::Fit(args) => fit(args),
     })
 }
 
@@ -74,5 +141,42 @@ fn init(config: &str, out: &std::path::Path, seed: u64, force: bool) -> Result<(
     let weights: HashMap<String, Tensor> = store.vars().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
     checkpoint::write_initial(out, &cfg, &weights, force)?;
     eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn fit(a: FitArgs) -> Result<()> {
+    use eostok_train::fit::{FitOptions, TrainConfig};
+    let device = match a.device.as_str() {
+        "cpu" => Device::Cpu,
+        other => return Err(exit::bad_input(format!("--device {other}: only cpu in this build"))),
+    };
+    if a.batch == 0 || a.steps == 0 {
+        return Err(exit::bad_input("--steps and --batch must be positive"));
+    }
+    if a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
+        return Err(exit::bad_input(format!("{}: run directory is not empty (use --resume {} to continue it)", a.out.display(), a.out.display())));
+    }
+    let train = TrainConfig {
+        mode: a.mode,
+        data: a.data,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        min_lr: a.min_lr,
+        warmup: a.warmup,
+        grad_clip: a.grad_clip,
+        ema_decay: a.ema_decay,
+        tokenizer_beta2: 0.999,
+        ar_beta2: 0.95,
+        weight_decay: 0.0,
+        seed: a.seed,
+        hflip: a.hflip,
+        save_every: a.save_every,
+        keep: a.keep,
+        log_every: a.log_every,
+        loss: Default::default(),
+    };
+    let signals = exit::SignalFlag::install()?;
+    eostok_train::fit::fit(FitOptions { config: a.config, out: a.out, resume: a.resume, train, device, progress: !a.quiet, signals: Some(signals), stop_at: a.stop_at })?;
     Ok(())
 }

@@ -1,0 +1,235 @@
+//! eostok-run: class-conditional image generation from an EOSTok GGUF file
+//! on the CPU — file → tensors → kernels → model → sampler → image.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use eostok_models::exit::{self, bad_input, BadInputExt};
+use eostok_models::sampling::TokenSampling;
+use eostok_runtime::generate::{generate, GenerateOptions};
+use eostok_runtime::gguf::GgufFile;
+use eostok_runtime::image_out::{grid, save_png, to_rgb8};
+use eostok_runtime::model::Model;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "eostok-run",
+    version,
+    about = "Generate images with an EOSTok model (GGUF) on the CPU",
+    long_about = "Generate class-conditional images with an EOSTok model: the AR transformer samples 1D tokens with a KV cache, the decoder turns them into pixels. With no MODEL the bundled default model is used (when built with the `bundled-model` feature)."
+)]
+struct Cli {
+    /// GGUF model file (default: the bundled model).
+    model: Option<PathBuf>,
+    /// Class to generate: an id, a name from the file's class names, or `all` (one image per class).
+    #[arg(short, long, default_value = "0")]
+    class: String,
+    /// Output PNG (several images are written as one grid).
+    #[arg(short, long, default_value = "out.png")]
+    output: PathBuf,
+    /// Random seed: the same seed and file give the same PNG.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: smallest set with this probability mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Classifier-free guidance scale (1 = off; conditional and null-class rows run batched).
+    #[arg(long = "cfg", default_value_t = 1.0)]
+    cfg_scale: f32,
+    /// Number of images (of the same class), batched.
+    #[arg(short, long, default_value_t = 1)]
+    num_images: usize,
+    /// Decode from the first K tokens only (1..=L; default all L).
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Also write the image decoded from K = 1, 2, 4, ... L tokens (OUT-kNNN.png).
+    #[arg(long)]
+    progressive: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the model's metadata, tensors, CPU features and kernels, then exit.
+    #[arg(long)]
+    info: bool,
+    /// Write the sampled token ids to this JSON file.
+    #[arg(long)]
+    tokens_out: Option<PathBuf>,
+    /// Decode the token ids in this JSON file instead of sampling.
+    #[arg(long, conflicts_with = "tokens_out")]
+    from_tokens: Option<PathBuf>,
+    /// Print timings (tokens/s, decode ms).
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    exit::run("eostok-run", || run(cli))
+}
+
+fn open_model(path: &Option<PathBuf>) -> Result<(GgufFile, String)> {
+    match path {
+        Some(p) => {
+            let f = GgufFile::open(p).bad_input(p.display())?;
+            Ok((f, p.display().to_string()))
+        }
+        None => match eostok_runtime::bundled::model() {
+            Some(f) => Ok((f?, "<bundled default model>".to_string())),
+            None => Err(bad_input("no MODEL given and this binary was built without the bundled model (feature `bundled-model`)")),
+        },
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            return Err(bad_input("--threads must be at least 1"));
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
+    }
+    let (file, name) = open_model(&cli.model)?;
+    if cli.info {
+        print!("{}", eostok_runtime::info::describe(&file, &name));
+        return Ok(());
+    }
+    let model = Model::load(&file).map_err(|e| bad_input(format!("{name}: {e}")))?;
+    let l = model.cfg.latent_tokens;
+
+    let k = cli.tokens.unwrap_or(l);
+    if k == 0 || k > l {
+        return Err(bad_input(format!("--tokens {k} is outside 1..={l}")));
+    }
+    if cli.num_images == 0 || cli.num_images > 4096 {
+        return Err(bad_input(format!("--num-images {} is outside 1..=4096", cli.num_images)));
+    }
+    if !(cli.temperature >= 0.0 && cli.top_p > 0.0 && cli.top_p <= 1.0 && cli.cfg_scale.is_finite()) {
+        return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
+    }
+    check_output(&cli.output)?;
+
+    let t0 = Instant::now();
+    let (classes, ids) = match &cli.from_tokens {
+        Some(path) => read_tokens(path, l, model.cfg.codebook_size)?,
+        None => {
+            let classes: Vec<u32> = if cli.class == "all" {
+                (0..model.cfg.num_classes as u32).collect()
+            } else {
+                vec![model.class_id(&cli.class)?; cli.num_images]
+            };
+            let opts = GenerateOptions {
+                sampling: TokenSampling { temperature: cli.temperature, top_k: cli.top_k, top_p: cli.top_p },
+                cfg_scale: cli.cfg_scale,
+                seed: cli.seed,
+            };
+            // Sampling stops at the last token that will be decoded.
+            let needed = if cli.progressive { l } else { k };
+            let bar = indicatif::ProgressBar::new(needed as u64);
+            bar.set_style(indicatif::ProgressStyle::with_template("sampling {bar:30} {pos}/{len} tokens {elapsed}").expect("template"));
+            let g = generate(&model, &classes, needed, &opts, false, |_| bar.inc(1))?;
+            bar.finish_and_clear();
+            (classes, g.ids)
+        }
+    };
+    let t_sample = t0.elapsed();
+    if let Some(path) = &cli.tokens_out {
+        write_tokens(path, &name, &classes, cli.seed, &ids)?;
+    }
+
+    let t1 = Instant::now();
+    let prefix = |kk: usize| -> Vec<Vec<u32>> { ids.iter().map(|r| r[..kk.min(r.len())].to_vec()).collect() };
+    let render = |kk: usize, out: &Path| -> Result<()> {
+        let images = model.decoder.decode(&prefix(kk))?;
+        let (c, s) = (model.cfg.channels, model.cfg.image_size);
+        let rgb: Vec<_> = (0..ids.len()).map(|i| to_rgb8(&images, i, c, s)).collect();
+        let img = if rgb.len() == 1 { rgb.into_iter().next().expect("one image") } else { grid(&rgb) };
+        save_png(&img, out)
+    };
+    render(k, &cli.output)?;
+    let mut written = vec![cli.output.clone()];
+    if cli.progressive {
+        for kk in progressive_steps(l) {
+            let out = suffixed(&cli.output, &format!("-k{kk:03}"));
+            render(kk, &out)?;
+            written.push(out);
+        }
+    }
+    let t_decode = t1.elapsed();
+    for w in &written {
+        println!("{}", w.display());
+    }
+    if cli.verbose {
+        let steps = ids.first().map(Vec::len).unwrap_or(0);
+        eprintln!(
+            "{name}: {} image(s), {steps} tokens each: sampling {:.3} s ({:.1} tokens/s per image), decoding {:.1} ms",
+            ids.len(),
+            t_sample.as_secs_f64(),
+            steps as f64 / t_sample.as_secs_f64().max(1e-9),
+            t_decode.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// K = 1, 2, 4, ... and finally L.
+pub fn progressive_steps(l: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |k| Some(k * 2)).take_while(|&k| k < l).collect();
+    v.push(l);
+    v
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let ext = path.extension().map(|e| e.to_string_lossy().to_string()).unwrap_or_else(|| "png".into());
+    path.with_file_name(format!("{stem}{suffix}.{ext}"))
+}
+
+fn check_output(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(bad_input(format!("{}: is a directory; give a file name such as out.png", path.display())));
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(bad_input(format!("{}: directory {} does not exist", path.display(), parent.display())));
+        }
+    }
+    Ok(())
+}
+
+fn write_tokens(path: &Path, model: &str, classes: &[u32], seed: u64, ids: &[Vec<u32>]) -> Result<()> {
+    let v = serde_json::json!({ "model": model, "classes": classes, "seed": seed, "tokens": ids });
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string(&v)?).map_err(|e| bad_input(format!("{}: cannot write: {e}", path.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| bad_input(format!("{}: cannot write: {e}", path.display())))
+}
+
+fn read_tokens(path: &Path, l: usize, k: usize) -> Result<(Vec<u32>, Vec<Vec<u32>>)> {
+    let text = std::fs::read_to_string(path).bad_input(path.display())?;
+    let v: serde_json::Value = serde_json::from_str(&text).bad_input(path.display())?;
+    let rows = v.get("tokens").and_then(|t| t.as_array()).ok_or_else(|| bad_input(format!("{}: no \"tokens\" array", path.display())))?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let r = r.as_array().ok_or_else(|| bad_input(format!("{}: tokens[{i}] is not an array", path.display())))?;
+        let row: Vec<u32> = r
+            .iter()
+            .map(|x| x.as_u64().filter(|&t| (t as usize) < k).map(|t| t as u32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad_input(format!("{}: tokens[{i}] holds a value that is not a code id below {k}", path.display())))?;
+        if row.is_empty() || row.len() > l {
+            return Err(bad_input(format!("{}: tokens[{i}] has {} ids; expected 1..={l}", path.display(), row.len())));
+        }
+        ids.push(row);
+    }
+    if ids.is_empty() || ids.iter().any(|r| r.len() != ids[0].len()) {
+        return Err(bad_input(format!("{}: needs at least one token row, all of the same length", path.display())));
+    }
+    let classes = v.get("classes").and_then(|c| c.as_array()).map(|c| c.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect()).unwrap_or_default();
+    Ok((classes, ids))
+}

@@ -1,0 +1,83 @@
+//! The EOSTok model over a GGUF file: the config from its metadata, the AR
+//! transformer and the decoder as borrowed views of its tensors.
+
+pub mod ar;
+pub mod decoder;
+pub mod ops;
+pub mod tensors;
+
+use crate::gguf::{Array, GgufFile, Value};
+use anyhow::Result;
+use eostok_models::exit::bad_input;
+use eostok_models::gguf_schema::{self, MetaValue};
+use eostok_models::Config;
+
+pub use ar::{Ar, ArState};
+pub use decoder::Decoder;
+
+pub struct Model<'a> {
+    pub cfg: Config,
+    pub ar: Ar<'a>,
+    pub decoder: Decoder<'a>,
+}
+
+/// A GGUF metadata value as the schema reads it.
+pub fn schema_value(v: &Value) -> Option<MetaValue> {
+    match v {
+        Value::String(s) => Some(MetaValue::Str(s.clone())),
+        Value::F32(x) => Some(MetaValue::F32(*x)),
+        Value::F64(x) => Some(MetaValue::F32(*x as f32)),
+        Value::Array(Array::String(s)) => Some(MetaValue::StrArray(s.clone())),
+        other => other.as_integer().and_then(|i| u64::try_from(i).ok()).map(MetaValue::U64),
+    }
+}
+
+/// The architecture described by a file's metadata.
+pub fn config_of(file: &GgufFile) -> Result<Config> {
+    gguf_schema::config_from_metadata(|k| file.metadata().get(k).and_then(schema_value)).map_err(|e| bad_input(e.to_string()))
+}
+
+impl<'a> Model<'a> {
+    /// Validate every tensor the model needs against the metadata and build
+    /// the model on views of the file.
+    pub fn load(file: &'a GgufFile) -> Result<Self> {
+        let cfg = config_of(file)?;
+        let t = tensors::Tensors::new(file);
+        Ok(Model { ar: Ar::load(&t, &cfg)?, decoder: Decoder::load(&t, &cfg)?, cfg })
+    }
+
+    /// Class id from an id or a name in `eostok.class_names`. An unknown name
+    /// is an error listing the closest names.
+    pub fn class_id(&self, spec: &str) -> Result<u32> {
+        let n = self.cfg.num_classes;
+        if let Ok(id) = spec.parse::<usize>() {
+            if id < n {
+                return Ok(id as u32);
+            }
+            return Err(bad_input(format!("class {id} is outside 0..{n}")));
+        }
+        let names: Vec<String> = (0..n).map(|i| self.cfg.class_name(i)).collect();
+        let norm = |s: &str| s.to_lowercase().replace(['_', ' '], "-");
+        if let Some(i) = names.iter().position(|c| norm(c) == norm(spec)) {
+            return Ok(i as u32);
+        }
+        let mut close: Vec<(usize, &String)> = names.iter().map(|c| (edit_distance(&norm(c), &norm(spec)), c)).collect();
+        close.sort();
+        let suggestions: Vec<&str> = close.iter().take(3).map(|(_, c)| c.as_str()).collect();
+        Err(bad_input(format!("unknown class '{spec}'; closest: {} (or an id 0..{n})", suggestions.join(", "))))
+    }
+}
+
+/// Levenshtein distance, for class-name suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

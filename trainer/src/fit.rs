@@ -1,0 +1,329 @@
+//! `eostok-train fit`: the training loop. One step, top to bottom:
+//! batch -> joint forward (all losses) -> backward -> clip -> Adam (two
+//! groups) -> EMA -> log; checkpoints at `--save-every` and at the end; a
+//! signal finishes the step, saves and exits 130/143.
+
+use crate::data::{resolve_data, DataPosition, Loader};
+use crate::joint::{joint_forward, Batch as JointBatch, LossConfig};
+use crate::loss::{accuracy, codebook_stats};
+use crate::optim::{lr_at, Adam, Ema, Group, GroupConfig};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use eostok_models::checkpoint::{self, WeightSet};
+use eostok_models::exit::{bad_input, BadInputExt, Interrupted, SignalFlag};
+use eostok_models::names::Group as Part;
+use eostok_models::nn::{Eostok, ParamStore};
+use eostok_models::sampling::SplitMix64;
+use eostok_models::Config;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The paper: tokenizer and AR trained jointly, with APR.
+    E2e,
+    /// Tokenizer for the first half of the steps, then AR on its frozen tokens.
+    TwoStage,
+    /// Joint training without APR (the paper's vanilla E2E).
+    NtpOnly,
+}
+
+/// Everything that defines a run; saved in state.json so a resume continues
+/// the same run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub mode: Mode,
+    pub data: String,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup: u64,
+    pub grad_clip: f64,
+    pub ema_decay: f64,
+    pub tokenizer_beta2: f64,
+    pub ar_beta2: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    pub hflip: bool,
+    pub save_every: u64,
+    pub keep: usize,
+    pub log_every: u64,
+    pub loss: LossConfig,
+}
+
+/// state.json
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: u64,
+    pub rng: u64,
+    pub data_position: DataPosition,
+    pub dataset: String,
+    pub mode: Mode,
+    pub losses: Vec<String>,
+    pub train: TrainConfig,
+}
+
+pub struct FitOptions {
+    pub config: String,
+    pub out: PathBuf,
+    pub resume: Option<PathBuf>,
+    pub train: TrainConfig,
+    pub device: Device,
+    pub progress: bool,
+    pub signals: Option<SignalFlag>,
+    /// Stop (and save) after this step without changing the schedule of
+    /// `train.steps`; resuming later continues the same run.
+    pub stop_at: Option<u64>,
+}
+
+/// Which parts a step trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Joint,
+    TokenizerOnly,
+    ArOnly,
+}
+
+fn phase(mode: Mode, step: u64, steps: u64) -> Phase {
+    match mode {
+        Mode::TwoStage if step < steps / 2 => Phase::TokenizerOnly,
+        Mode::TwoStage => Phase::ArOnly,
+        _ => Phase::Joint,
+    }
+}
+
+fn losses_for(base: &LossConfig, mode: Mode, ph: Phase) -> LossConfig {
+    let mut l = base.clone();
+    if mode == Mode::NtpOnly {
+        l.apr = 0.0;
+    }
+    match ph {
+        Phase::Joint => {}
+        Phase::TokenizerOnly => {
+            l.ntp = 0.0;
+            l.apr = 0.0;
+        }
+        Phase::ArOnly => {
+            l = LossConfig { l2: 0.0, l1: 0.0, commit: 0.0, entropy: 0.0, apr: 0.0, vfm_implicit: 0.0, vfm_decoder: 0.0, nested_dropout: 0.0, ntp: 1.0, ..l };
+        }
+    }
+    l
+}
+
+pub struct FitSummary {
+    pub step: u64,
+    pub last_loss: f64,
+}
+
+pub fn fit(opts: FitOptions) -> Result<FitSummary> {
+    let dev = &opts.device;
+    // ---- model, optimizer, EMA, data position: fresh or resumed ----
+    let (cfg, store, ema_w, opt_state, state) = match &opts.resume {
+        Some(dir) => load_run(dir, dev)?,
+        None => {
+            let cfg = Config::load(&opts.config).bad_input("--config")?;
+            (cfg, ParamStore::random(opts.train.seed), None, None, None)
+        }
+    };
+    let train = match &state {
+        // A resumed run keeps its own settings except the step budget.
+        Some(s) => TrainConfig { steps: opts.train.steps, ..s.train.clone() },
+        None => opts.train.clone(),
+    };
+    let dataset = resolve_data(&train.data, None)?;
+    if dataset.class_names().len() > cfg.num_classes {
+        return Err(bad_input(format!("--data {} has {} classes but the config has {}", train.data, dataset.class_names().len(), cfg.num_classes)));
+    }
+    let mut cfg = cfg;
+    if cfg.class_names.is_empty() && dataset.class_names().len() == cfg.num_classes {
+        cfg.class_names = dataset.class_names().to_vec();
+    }
+    let model = Eostok::new(&cfg, &store.var_builder(DType::F32, dev))?;
+    let vars = store.vars();
+    let group = |tok: bool, beta2: f64, name: &str| Group {
+        name: name.into(),
+        cfg: GroupConfig { beta1: 0.9, beta2, eps: 1e-8, weight_decay: train.weight_decay },
+        vars: vars.iter().filter(|(k, _)| (Part::of(k) != Part::Ar) == tok).map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    let mut opt = Adam::new(vec![group(true, train.tokenizer_beta2, "tokenizer"), group(false, train.ar_beta2, "ar")])?;
+    let mut ema = Ema::new(train.ema_decay, &vars)?;
+    if let Some(w) = ema_w {
+        ema.weights = w;
+    }
+    let (mut step, mut rng, pos) = match &state {
+        Some(s) => (s.step, SplitMix64(s.rng), s.data_position),
+        None => (0, SplitMix64::new(train.seed ^ 0x5EED), DataPosition::default()),
+    };
+    if let (Some(o), Some(s)) = (opt_state, &state) {
+        opt.load_state(&o, s.step).context("optimizer.safetensors")?;
+    }
+    let mut loader = Loader::resume(dataset.clone(), cfg.image_size, train.seed, train.hflip, pos, dev)?;
+    std::fs::create_dir_all(&opts.out).bad_input(format!("{}: cannot create", opts.out.display()))?;
+    if opts.resume.is_none() {
+        checkpoint::save_config(&opts.out.join(checkpoint::CONFIG_FILE), &cfg)?;
+    }
+
+    let bar = progress(opts.progress, train.steps, step);
+    let mut last_loss = f64::NAN;
+    let started = Instant::now();
+    let start_step = step;
+    let stop = opts.stop_at.unwrap_or(train.steps).min(train.steps);
+    while step < stop {
+        let t0 = Instant::now();
+        let ph = phase(train.mode, step, train.steps);
+        let w = losses_for(&train.loss, train.mode, ph);
+        let lr = lr_at(step, train.steps, train.warmup, train.lr, train.min_lr);
+        // ---- one step ----
+        let batch = loader.next_batch(train.batch)?;
+        let jb = JointBatch { images: batch.images, classes: batch.labels, vfm: None };
+        let out = joint_forward(&model, &jb, &w, &mut rng)?;
+        let grads = out.loss.backward()?;
+        let norm = opt.grad_norm(&grads)?;
+        let scale = if train.grad_clip > 0.0 && norm > train.grad_clip { train.grad_clip / norm } else { 1.0 };
+        match ph {
+            Phase::Joint => opt.update(&grads, lr, scale)?,
+            // The frozen half's weights must not move at all: update one group.
+            Phase::TokenizerOnly => update_group(&mut opt, &grads, lr, scale, "tokenizer")?,
+            Phase::ArOnly => update_group(&mut opt, &grads, lr, scale, "ar")?,
+        }
+        ema.update(&vars)?;
+        step += 1;
+        last_loss = out.loss.to_scalar::<f32>()? as f64;
+        // ---- log ----
+        if step % train.log_every.max(1) == 0 || step == train.steps {
+            let ids: Vec<u32> = out.ids.flatten_all()?.to_vec1()?;
+            let (usage, ppl) = codebook_stats(&ids, cfg.codebook_size);
+            let mut rec = serde_json::json!({
+                "step": step, "lr": lr, "loss": last_loss, "grad_norm": norm, "phase": format!("{ph:?}"),
+                "codebook_usage": usage, "perplexity": ppl,
+                "ar_top1": accuracy(&out.logits, &out.ids)?,
+                "images_per_s": train.batch as f64 / t0.elapsed().as_secs_f64(),
+            });
+            for (name, t) in &out.terms {
+                rec[*name] = serde_json::json!(t.to_scalar::<f32>()?);
+            }
+            append_metrics(&opts.out, &rec)?;
+        }
+        bar.set_position(step);
+        bar.set_message(format!("loss {last_loss:.4}"));
+        let interrupted = opts.signals.as_ref().and_then(|s| s.received());
+        if step % train.save_every.max(1) == 0 || step == stop || interrupted.is_some() {
+            let state = TrainState {
+                step,
+                rng: rng.0,
+                data_position: loader.position(),
+                dataset: train.data.clone(),
+                mode: train.mode,
+                losses: out.terms.iter().map(|(n, _)| n.to_string()).collect(),
+                train: train.clone(),
+            };
+            save_run(&opts.out, &cfg, &vars, &ema, &opt, &state, train.keep)?;
+        }
+        if let Some(sig) = interrupted {
+            bar.abandon_with_message(format!("interrupted at step {step}; checkpoint saved in {}", opts.out.display()));
+            return Err(Interrupted(sig).into());
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("{} steps in {:.1} s ({:.2} steps/s), last loss {last_loss:.4}; checkpoint in {}", step - start_step, secs, (step - start_step) as f64 / secs.max(1e-9), opts.out.display());
+    Ok(FitSummary { step, last_loss })
+}
+
+fn update_group(opt: &mut Adam, grads: &candle_core::backprop::GradStore, lr: f64, scale: f64, name: &str) -> Result<()> {
+    // Move the other group out for this update so its weights stay bit-identical.
+    let others: Vec<usize> = opt.groups.iter().enumerate().filter(|(_, g)| g.name != name).map(|(i, _)| i).collect();
+    let mut parked = Vec::new();
+    for &i in others.iter().rev() {
+        parked.push((i, std::mem::take(&mut opt.groups[i].vars)));
+    }
+    let r = opt.update(grads, lr, scale);
+    for (i, vars) in parked {
+        opt.groups[i].vars = vars;
+    }
+    r.map_err(Into::into)
+}
+
+fn progress(on: bool, total: u64, at: u64) -> indicatif::ProgressBar {
+    if !on {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}").expect("template"));
+    bar.set_position(at);
+    bar
+}
+
+fn append_metrics(out: &Path, rec: &serde_json::Value) -> Result<()> {
+    let path = out.join(checkpoint::METRICS_FILE);
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("{}: cannot append", path.display()))?;
+    writeln!(f, "{rec}")?;
+    Ok(())
+}
+
+type Loaded = (Config, ParamStore, Option<BTreeMap<String, Tensor>>, Option<HashMap<String, Tensor>>, Option<TrainState>);
+
+/// Read a run directory written by `save_run`.
+fn load_run(dir: &Path, dev: &Device) -> Result<Loaded> {
+    let cfg = checkpoint::load_config(dir)?;
+    let raw = checkpoint::load_weights(dir, &cfg, WeightSet::Raw, dev)?;
+    let ema = checkpoint::load_weights(dir, &cfg, WeightSet::Ema, dev)?;
+    let state_path = dir.join(checkpoint::STATE_FILE);
+    let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path).bad_input(state_path.display())?).bad_input(state_path.display())?;
+    let opt_path = dir.join(checkpoint::OPTIMIZER_FILE);
+    let opt = candle_core::safetensors::load(&opt_path, dev).bad_input(opt_path.display())?;
+    Ok((cfg, ParamStore::from_tensors(raw), Some(ema.into_iter().collect()), Some(opt), Some(state)))
+}
+
+/// Write the latest checkpoint at the top level of `out`: every file staged
+/// and fsynced first, the previous checkpoint moved to history/ (when kept),
+/// then renamed into place with state.json last.
+fn save_run(out: &Path, cfg: &Config, vars: &BTreeMap<String, candle_core::Var>, ema: &Ema, opt: &Adam, state: &TrainState, keep: usize) -> Result<()> {
+    let staging = out.join(format!(".staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let raw: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let ema_w: HashMap<String, Tensor> = ema.weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let opt_w: HashMap<String, Tensor> = opt.state().into_iter().collect();
+    checkpoint::save_config(&staging.join(checkpoint::CONFIG_FILE), cfg)?;
+    checkpoint::save_weights(&staging.join(checkpoint::MODEL_FILE), &raw)?;
+    checkpoint::save_weights(&staging.join(checkpoint::EMA_FILE), &ema_w)?;
+    checkpoint::save_weights(&staging.join(checkpoint::OPTIMIZER_FILE), &opt_w)?;
+    std::fs::write(staging.join(checkpoint::STATE_FILE), serde_json::to_string_pretty(state)?)?;
+    checkpoint::sync_path(&staging.join(checkpoint::STATE_FILE))?;
+    let files = [checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE, checkpoint::EMA_FILE, checkpoint::OPTIMIZER_FILE, checkpoint::STATE_FILE];
+    if keep > 0 {
+        if let Ok(text) = std::fs::read_to_string(out.join(checkpoint::STATE_FILE)) {
+            if let Ok(prev) = serde_json::from_str::<TrainState>(&text) {
+                let hist = out.join(checkpoint::HISTORY_DIR).join(format!("step-{:07}", prev.step));
+                std::fs::create_dir_all(&hist)?;
+                for f in files {
+                    if out.join(f).exists() {
+                        std::fs::copy(out.join(f), hist.join(f))?;
+                    }
+                }
+                prune_history(&out.join(checkpoint::HISTORY_DIR), keep)?;
+            }
+        }
+    }
+    for f in files {
+        std::fs::rename(staging.join(f), out.join(f))?;
+    }
+    checkpoint::sync_path(out)?;
+    std::fs::remove_dir_all(&staging)?;
+    Ok(())
+}
+
+fn prune_history(hist: &Path, keep: usize) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(hist)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    while dirs.len() > keep {
+        std::fs::remove_dir_all(dirs.remove(0))?;
+    }
+    Ok(())
+}
