@@ -9,7 +9,8 @@ use eostok_models::exit::{bad_input, BadInputExt};
 use eostok_models::gguf_schema::{self, MetaValue};
 use eostok_models::shapes::TensorSpec;
 use eostok_models::Config;
-use eostok_runtime::gguf::{GgufFile, Value};
+use eostok_runtime::gguf::GgufFile;
+use eostok_runtime::model::schema_value;
 use eostok_runtime::quant::{dequantize_row, GgmlType};
 use std::path::{Path, PathBuf};
 
@@ -22,16 +23,6 @@ pub enum Source {
 pub struct Loaded {
     pub values: Tensor,
     pub stored: GgmlType,
-}
-
-/// Metadata value of a GGUF file as the schema sees it.
-fn schema_value(v: &Value) -> Option<MetaValue> {
-    match v {
-        Value::String(s) => Some(MetaValue::Str(s.clone())),
-        Value::F32(x) => Some(MetaValue::F32(*x)),
-        Value::Array(eostok_runtime::gguf::Array::String(s)) => Some(MetaValue::StrArray(s.clone())),
-        _ => v.as_integer().and_then(|i| u64::try_from(i).ok()).map(MetaValue::U64),
-    }
 }
 
 impl Source {
@@ -49,7 +40,7 @@ impl Source {
             Ok(Source::Checkpoint { dir: path.to_path_buf(), file, cfg, st, provenance })
         } else if path.is_file() {
             let gguf = GgufFile::open(path).bad_input(path.display())?;
-            let cfg = gguf_schema::config_from_metadata(|k| gguf.metadata().get(k).and_then(schema_value)).bad_input(path.display())?;
+            let cfg = eostok_runtime::model::config_of(&gguf).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
             Ok(Source::Gguf { path: path.to_path_buf(), cfg, gguf })
         } else {
             Err(bad_input(format!("{}: no such checkpoint directory or GGUF file", path.display())))

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
-use eostok_models::gguf_schema::{self, MetaValue};
 use eostok_models::Config;
 use eostok_runtime::gguf::GgufFile;
 use eostok_runtime::quant::{dequantize_row, GgmlType};
@@ -34,16 +33,7 @@ fn check_file(path: &std::path::Path, weights: &HashMap<String, candle_core::Ten
     assert_eq!(ours.version(), 3);
     assert_eq!(ours.metadata().get_str("general.architecture").unwrap(), "eostok");
     assert_eq!(ours.metadata().get_u32("general.alignment").unwrap(), 32);
-    let back = gguf_schema::config_from_metadata(|k| {
-        let v = ours.metadata().get(k)?;
-        Some(match v {
-            eostok_runtime::gguf::Value::String(s) => MetaValue::Str(s.clone()),
-            eostok_runtime::gguf::Value::F32(x) => MetaValue::F32(*x),
-            eostok_runtime::gguf::Value::Array(eostok_runtime::gguf::Array::String(s)) => MetaValue::StrArray(s.clone()),
-            other => MetaValue::U64(other.as_integer()? as u64),
-        })
-    })
-    .unwrap();
+    let back = eostok_runtime::model::config_of(&ours).unwrap();
     assert_eq!(back.ar, cfg.ar);
     assert_eq!(back.decoder, cfg.decoder);
     assert_eq!(back.codebook_size, cfg.codebook_size);
