@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use eostok_models::checkpoint::{self, WeightSet};
 use eostok_models::exit::{bad_input, BadInputExt, Interrupted, SignalFlag};
 use eostok_models::names::Group as Part;
+use eostok_models::nets::{Dinov2, Lpips, LpipsNet};
 use eostok_models::nn::{Eostok, ParamStore};
 use eostok_models::sampling::SplitMix64;
 use eostok_models::Config;
@@ -54,6 +55,19 @@ pub struct TrainConfig {
     pub keep: usize,
     pub log_every: u64,
     pub loss: LossConfig,
+    /// Perceptual net for the LPIPS terms: "vgg", "alex" or "off".
+    #[serde(default = "default_lpips")]
+    pub lpips: String,
+    /// Frozen VFM for the alignment terms: "dinov2" or "off".
+    #[serde(default = "default_vfm")]
+    pub vfm: String,
+}
+
+fn default_lpips() -> String {
+    "off".into()
+}
+fn default_vfm() -> String {
+    "off".into()
 }
 
 /// state.json
@@ -109,7 +123,7 @@ fn losses_for(base: &LossConfig, mode: Mode, ph: Phase) -> LossConfig {
             l.apr = 0.0;
         }
         Phase::ArOnly => {
-            l = LossConfig { l2: 0.0, l1: 0.0, commit: 0.0, entropy: 0.0, apr: 0.0, vfm_implicit: 0.0, vfm_decoder: 0.0, nested_dropout: 0.0, ntp: 1.0, ..l };
+            l = LossConfig { l2: 0.0, l1: 0.0, lpips: 0.0, commit: 0.0, entropy: 0.0, apr: 0.0, vfm_implicit: 0.0, vfm_decoder: 0.0, nested_dropout: 0.0, ntp: 1.0, ..l };
         }
     }
     l
@@ -162,6 +176,19 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
     if let (Some(o), Some(s)) = (opt_state, &state) {
         opt.load_state(&o, s.step).context("optimizer.safetensors")?;
     }
+    // Frozen pretrained nets (plain tensors: no gradient reaches them).
+    let lpips = match train.lpips.as_str() {
+        "off" => None,
+        "vgg" => Some(Lpips::load_default(LpipsNet::Vgg, dev)?),
+        "alex" => Some(Lpips::load_default(LpipsNet::Alex, dev)?),
+        other => return Err(bad_input(format!("--lpips {other}: expected vgg, alex or off"))),
+    };
+    let vfm = match (train.vfm.as_str(), &cfg.vfm) {
+        ("off", _) => None,
+        ("dinov2", Some(_)) => Some(Dinov2::load_default(dev)?),
+        ("dinov2", None) => return Err(bad_input("--vfm dinov2 needs a config with VFM projectors (\"vfm\" in the config)")),
+        (other, _) => return Err(bad_input(format!("--vfm {other}: expected dinov2 or off"))),
+    };
     let mut loader = Loader::resume(dataset.clone(), cfg.image_size, train.seed, train.hflip, pos, dev)?;
     std::fs::create_dir_all(&opts.out).bad_input(format!("{}: cannot create", opts.out.display()))?;
     if opts.resume.is_none() {
@@ -180,8 +207,12 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         let lr = lr_at(step, train.steps, train.warmup, train.lr, train.min_lr);
         // ---- one step ----
         let batch = loader.next_batch(train.batch)?;
-        let jb = JointBatch { images: batch.images, classes: batch.labels, vfm: None };
-        let out = joint_forward(&model, &jb, &w, &mut rng)?;
+        let feats = match &vfm {
+            Some(net) => Some(net.vfm_features_for_grid(&batch.images, cfg.grid())?.detach()),
+            None => None,
+        };
+        let jb = JointBatch { images: batch.images, classes: batch.labels, vfm: feats };
+        let out = joint_forward(&model, &jb, &w, lpips.as_ref(), &mut rng)?;
         let grads = out.loss.backward()?;
         let norm = opt.grad_norm(&grads)?;
         let scale = if train.grad_clip > 0.0 && norm > train.grad_clip { train.grad_clip / norm } else { 1.0 };

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub struct LossConfig {
     pub l2: f64,
     pub l1: f64,
+    /// LPIPS on the reconstruction (when a LPIPS net is given).
+    pub lpips: f64,
     /// Codebook + β·commitment on normalised vectors.
     pub commit: f64,
     pub commit_beta: f64,
@@ -41,6 +43,7 @@ impl Default for LossConfig {
         LossConfig {
             l2: 1.0,
             l1: 0.0,
+            lpips: 1.0,
             commit: 1e-3,
             commit_beta: 0.25,
             entropy: 0.01,
@@ -81,7 +84,10 @@ pub fn nested_dropout(batch: usize, l: usize, p: f64, rng: &mut SplitMix64) -> V
     (0..batch).map(|_| if p > 0.0 && rng.uniform() < p { 1 + rng.below(l) } else { l }).collect()
 }
 
-pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, rng: &mut SplitMix64) -> Result<JointOut> {
+/// The frozen perceptual net, if LPIPS is on.
+pub type Perceptual<'a> = Option<&'a eostok_models::nets::Lpips>;
+
+pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, lpips: Perceptual, rng: &mut SplitMix64) -> Result<JointOut> {
     let x = &batch.images;
     let b = x.dim(0)?;
     let l = m.cfg.latent_tokens;
@@ -119,6 +125,18 @@ pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, rng: &mut SplitM
     }
     if let Some(apr) = &apr_image {
         terms.push(("apr_l2", mse(apr, x)?, w.apr));
+    }
+    if let (Some(net), true) = (lpips, w.lpips > 0.0) {
+        // One LPIPS pass over [recon ‖ APR] against [x ‖ x].
+        let (pred, target) = match &apr_image {
+            Some(_) => (dec.image.clone(), Tensor::cat(&[x, x], 0)?),
+            None => (recon.clone(), x.clone()),
+        };
+        let per = net.forward(&pred, &target)?;
+        terms.push(("lpips", per.narrow(0, 0, b)?.mean_all()?, w.lpips));
+        if apr_on {
+            terms.push(("apr_lpips", per.narrow(0, b, b)?.mean_all()?, w.apr * w.lpips));
+        }
     }
     if let Some(vfm) = &batch.vfm {
         if let (Some(pe), Some(pd), Some(hd)) = (&m.vfm_enc, &m.vfm_dec, &dec.align_hidden) {

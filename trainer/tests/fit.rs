@@ -12,7 +12,7 @@ fn fixture() -> PathBuf {
 
 fn fit(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_eostok-train"))
-        .args(["fit", "--config", "tiny", "--batch", "4", "--lr", "1e-3", "--warmup", "2", "--quiet"])
+        .args(["fit", "--config", "tiny", "--batch", "4", "--lr", "1e-3", "--warmup", "2", "--quiet", "--lpips", "off", "--vfm", "off"])
         .arg("--data")
         .arg(fixture())
         .args(args)
@@ -50,7 +50,7 @@ fn sigint_finishes_the_step_saves_and_exits_130() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_eostok-train"))
-        .args(["fit", "--config", "tiny", "--batch", "4", "--quiet", "--steps", "100000", "--save-every", "100000", "--log-every", "1"])
+        .args(["fit", "--config", "tiny", "--batch", "4", "--quiet", "--lpips", "off", "--vfm", "off", "--steps", "100000", "--save-every", "100000", "--log-every", "1"])
         .arg("--data")
         .arg(fixture())
         .arg("--out")

@@ -20,7 +20,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
     let batch = Batch { images, classes: vec![0, 3, 5, 9], vfm: Some(vfm) };
     // Nested dropout on, so the truncated path is in the graph too.
     let w = LossConfig { nested_dropout: 0.5, ..Default::default() };
-    let out = joint_forward(&model, &batch, &w, &mut SplitMix64::new(1)).unwrap();
+    let out = joint_forward(&model, &batch, &w, None, &mut SplitMix64::new(1)).unwrap();
     let names: Vec<&str> = out.terms.iter().map(|(n, _)| *n).collect();
     for t in ["l2", "commit", "entropy", "ntp", "apr_l2", "vfm_implicit", "vfm_decoder"] {
         assert!(names.contains(&t), "missing loss term {t}");
@@ -47,7 +47,7 @@ fn apr_gradient_reaches_ar_and_tokenizer_only_when_on() {
     let images = Tensor::rand(-1f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
     let batch = Batch { images, classes: vec![1, 2], vfm: None };
     let only_apr = LossConfig { l2: 0.0, commit: 0.0, entropy: 0.0, ntp: 0.0, apr: 1.0, nested_dropout: 0.0, ..Default::default() };
-    let out = joint_forward(&model, &batch, &only_apr, &mut SplitMix64::new(2)).unwrap();
+    let out = joint_forward(&model, &batch, &only_apr, None, &mut SplitMix64::new(2)).unwrap();
     let grads = out.loss.backward().unwrap();
     let norm = |name: &str| -> f32 {
         let v = &store.vars()[name];
@@ -60,7 +60,7 @@ fn apr_gradient_reaches_ar_and_tokenizer_only_when_on() {
 
     // With APR off and only it weighted, nothing gets a gradient from it.
     let none = LossConfig { apr: 0.0, ..only_apr };
-    let out = joint_forward(&model, &batch, &none, &mut SplitMix64::new(2)).unwrap();
+    let out = joint_forward(&model, &batch, &none, None, &mut SplitMix64::new(2)).unwrap();
     assert!(out.apr_image.is_none());
     assert!(!out.terms.iter().any(|(n, _)| *n == "apr_l2"));
 }

@@ -102,6 +102,12 @@ struct FitArgs {
     /// Append a metrics.jsonl line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Perceptual loss net (from the asset cache): vgg, alex or off.
+    #[arg(long, value_parser = ["vgg", "alex", "off"], default_value = "vgg")]
+    lpips: String,
+    /// Frozen VFM for the implicit and decoder alignment: dinov2 or off.
+    #[arg(long, value_parser = ["dinov2", "off"], default_value = "dinov2")]
+    vfm: String,
     /// Random horizontal flips.
     #[arg(long)]
     hflip: bool,
@@ -175,6 +181,8 @@ fn fit(a: FitArgs) -> Result<()> {
         keep: a.keep,
         log_every: a.log_every,
         loss: Default::default(),
+        lpips: a.lpips,
+        vfm: a.vfm,
     };
     let signals = exit::SignalFlag::install()?;
     eostok_train::fit::fit(FitOptions { config: a.config, out: a.out, resume: a.resume, train, device, progress: !a.quiet, signals: Some(signals), stop_at: a.stop_at })?;
