@@ -65,15 +65,17 @@ impl Adam {
             let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
             for (name, var) in &g.vars {
                 let Some(gr) = grads.get(var.as_tensor()) else { continue };
-                let gr = if grad_scale != 1.0 { (gr * grad_scale)? } else { gr.clone() };
-                let m = ((&self.m[name] * c.beta1)? + (&gr * (1.0 - c.beta1))?)?;
-                let v = ((&self.v[name] * c.beta2)? + (gr.sqr()? * (1.0 - c.beta2))?)?;
+                // Detached: the moments must not keep this step's graph alive.
+                let gr = gr.detach();
+                let gr = if grad_scale != 1.0 { (gr * grad_scale)? } else { gr };
+                let m = ((&self.m[name] * c.beta1)? + (&gr * (1.0 - c.beta1))?)?.detach();
+                let v = ((&self.v[name] * c.beta2)? + (gr.sqr()? * (1.0 - c.beta2))?)?.detach();
                 let denom = ((&v / bc2)?.sqrt()? + c.eps)?;
                 let mut update = ((&m / bc1)? / denom)?;
                 if c.weight_decay != 0.0 {
                     update = (update + (var.as_tensor() * c.weight_decay)?)?;
                 }
-                var.set(&(var.as_tensor() - (update * lr)?)?)?;
+                var.set(&(var.as_tensor().detach() - (update * lr)?)?)?;
                 self.m.insert(name.clone(), m);
                 self.v.insert(name.clone(), v);
             }
@@ -135,7 +137,8 @@ impl Ema {
     pub fn update(&mut self, vars: &BTreeMap<String, Var>) -> Result<()> {
         for (k, v) in vars {
             if let Some(e) = self.weights.get_mut(k) {
-                *e = ((&*e * self.decay)? + (v.as_tensor() * (1.0 - self.decay))?)?;
+                // Detached: otherwise each EMA tensor holds on to the previous one.
+                *e = ((&*e * self.decay)? + (v.as_tensor().detach() * (1.0 - self.decay))?)?.detach();
             }
         }
         Ok(())
@@ -161,6 +164,13 @@ mod tests {
         assert!((v[0] - 0.9).abs() < 1e-7 && (v[1] + 1.9).abs() < 1e-7, "{v:?}");
         assert_eq!(opt.step, 1);
         assert_eq!(opt.state().len(), 2);
+        // No state may keep the step's graph alive (that leaked the whole
+        // graph every step, until the run ran out of memory).
+        assert!(opt.state().values().all(|t| !t.track_op()), "optimizer moments are attached to the graph");
+        let vars: BTreeMap<String, Var> = [("w".to_string(), w.clone())].into();
+        let mut ema = Ema::new(0.9, &vars).unwrap();
+        ema.update(&vars).unwrap();
+        assert!(ema.weights.values().all(|t| !t.track_op()), "EMA weights are attached to the graph");
     }
 
     #[test]
