@@ -40,7 +40,7 @@ fn check_with(name: &str, vars: &[(&str, &Var)], f: &dyn Fn() -> Tensor, surroga
         let mut nonzero = false;
         for &i in &picks {
             let h = 1e-6 * x0[i].abs().max(1.0);
-            let mut at = |delta: f64| {
+            let at = |delta: f64| {
                 let mut x = x0.clone();
                 x[i] += delta;
                 var.set(&Tensor::from_vec(x, var.shape(), &DEV).unwrap()).unwrap();

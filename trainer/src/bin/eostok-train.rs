@@ -43,7 +43,7 @@ enum Command {
         force: bool,
     },
     /// Train the tokenizer and the AR model (joint end-to-end by default).
-    Fit(FitArgs),
+    Fit(Box<FitArgs>),
 }
 
 #[derive(clap::Args)]
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     exit::run("eostok-train", || match cli.command {
         Command::Describe { config } => describe(&config),
         Command::Init { config, out, seed, force } => init(&config, &out, seed, force),
-        Command::Fit(args) => fit(args),
+        Command::Fit(args) => fit(*args),
     })
 }
 

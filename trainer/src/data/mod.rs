@@ -8,7 +8,7 @@
 //! ```
 //!
 //! * [`idx`]: Fashion-MNIST (IDX files, gzipped or raw).
-//! * [`folder`]: `root/<class>/*.{png,jpg,jpeg,webp}`.
+//! * [`folder`]: ImageFolder, `root/CLASS/*.{png,jpg,jpeg,webp}`.
 //! * [`emoji`]: the Noto emoji set (`emoji.json` + `img/google/64/*.png`).
 //! * [`transform`]: centre crop, resize, grey -> RGB, flip, to CHW floats.
 //! * [`order`]: seeded per-epoch shuffling with an exact resume position.
