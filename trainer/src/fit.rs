@@ -54,6 +54,9 @@ pub struct TrainConfig {
     pub save_every: u64,
     pub keep: usize,
     pub log_every: u64,
+    /// Write samples/step-NNNNNNN.png every N steps (0 = only at the end).
+    #[serde(default = "default_sample_every")]
+    pub sample_every: u64,
     pub loss: LossConfig,
     /// Perceptual net for the LPIPS terms: "vgg", "alex" or "off".
     #[serde(default = "default_lpips")]
@@ -63,6 +66,9 @@ pub struct TrainConfig {
     pub vfm: String,
 }
 
+fn default_sample_every() -> u64 {
+    500
+}
 fn default_lpips() -> String {
     "off".into()
 }
@@ -242,6 +248,9 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         }
         bar.set_position(step);
         bar.set_message(format!("loss {last_loss:.4}"));
+        if (train.sample_every > 0 && step % train.sample_every == 0) || step == stop {
+            write_samples(&model, &jb.images, &out, &opts.out, step)?;
+        }
         let interrupted = opts.signals.as_ref().and_then(|s| s.received());
         if step % train.save_every.max(1) == 0 || step == stop || interrupted.is_some() {
             let state = TrainState {
@@ -264,6 +273,20 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
     let secs = started.elapsed().as_secs_f64();
     eprintln!("{} steps in {:.1} s ({:.2} steps/s), last loss {last_loss:.4}; checkpoint in {}", step - start_step, secs, (step - start_step) as f64 / secs.max(1e-9), opts.out.display());
     Ok(FitSummary { step, last_loss })
+}
+
+/// inputs | reconstructions | APR images | class-conditional samples (classes 0, 1, ...).
+fn write_samples(model: &Eostok, images: &Tensor, out: &crate::joint::JointOut, dir: &Path, step: u64) -> Result<()> {
+    let n = images.dim(0)?.min(8);
+    let mut rows = vec![images.narrow(0, 0, n)?, out.recon.narrow(0, 0, n)?.detach()];
+    if let Some(apr) = &out.apr_image {
+        rows.push(apr.narrow(0, 0, n)?.detach());
+    }
+    let classes: Vec<u32> = (0..n.min(model.cfg.num_classes) as u32).collect();
+    let (_, samples) = model.generate(&classes, &eostok_models::nn::GenerateOptions { seed: step, ..Default::default() })?;
+    rows.push(samples);
+    let refs: Vec<&Tensor> = rows.iter().collect();
+    crate::samples::write_grid(&refs, &dir.join(checkpoint::SAMPLES_DIR).join(format!("step-{step:07}.png")))
 }
 
 fn update_group(opt: &mut Adam, grads: &candle_core::backprop::GradStore, lr: f64, scale: f64, name: &str) -> Result<()> {

@@ -8,3 +8,4 @@ pub mod fit;
 pub mod joint;
 pub mod loss;
 pub mod optim;
+pub mod samples;

@@ -36,6 +36,10 @@ fn resume_is_bit_exact() {
     for f in [checkpoint::MODEL_FILE, checkpoint::EMA_FILE, checkpoint::OPTIMIZER_FILE] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs after resume");
     }
+    // The sample grid: inputs, reconstructions, APR images, samples; 4 columns of 32 px.
+    let grid = image::open(a.join("samples/step-0000006.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (4 * 34 - 2, 4 * 34 - 2));
+    assert!(b.join("samples/step-0000003.png").is_file(), "--stop-at writes samples too");
     // And training moved the weights at all.
     let cfg = checkpoint::load_config(&a).unwrap();
     let w = checkpoint::load_weights(&a, &cfg, WeightSet::Raw, &Device::Cpu).unwrap();

@@ -99,6 +99,9 @@ struct FitArgs {
     /// Keep the K previous checkpoints under OUT/history/ (0 = only the latest).
     #[arg(long, default_value_t = 0)]
     keep: usize,
+    /// Write OUT/samples/step-N.png (inputs, reconstructions, APR images, samples) every N steps (0 = only at the end).
+    #[arg(long, default_value_t = 500)]
+    sample_every: u64,
     /// Append a metrics.jsonl line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
@@ -180,6 +183,7 @@ fn fit(a: FitArgs) -> Result<()> {
         save_every: a.save_every,
         keep: a.keep,
         log_every: a.log_every,
+        sample_every: a.sample_every,
         loss: Default::default(),
         lpips: a.lpips,
         vfm: a.vfm,
