@@ -6,7 +6,7 @@
 
 use super::ops::{add, add_scaled, modulate, rms_norm, silu};
 use super::tensors::{Table, Tensors};
-use crate::kernels::{matmul, Weight};
+use crate::kernels::{axpy, dot_f32, matmul, Weight};
 use anyhow::Result;
 use eostok_models::exit::bad_input;
 use eostok_models::names as n;
@@ -195,16 +195,13 @@ impl<'a> Ar<'a> {
                     let qh = &q[r * d + head * hd..r * d + (head + 1) * hd];
                     for (t, s) in scores.iter_mut().enumerate() {
                         let kt = &kc[(r * self.context + t) * d + head * hd..][..hd];
-                        *s = qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        *s = dot_f32(qh, kt) * scale;
                     }
                     super::ops::softmax(&mut scores);
                     let out = &mut a[r * d + head * hd..r * d + (head + 1) * hd];
                     out.iter_mut().for_each(|v| *v = 0.0);
                     for (t, &p) in scores.iter().enumerate() {
-                        let vt = &vc[(r * self.context + t) * d + head * hd..][..hd];
-                        for (o, v) in out.iter_mut().zip(vt) {
-                            *o += p * v;
-                        }
+                        axpy(p, &vc[(r * self.context + t) * d + head * hd..][..hd], out);
                     }
                 }
             }
