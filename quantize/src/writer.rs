@@ -51,7 +51,6 @@ pub struct GgufWriter {
     dest: PathBuf,
     entries: Vec<TensorEntry>,
     next: usize,
-    pos: u64,
 }
 
 fn padding(pos: u64) -> u64 {
@@ -106,7 +105,7 @@ impl GgufWriter {
         let name = dest.file_name().with_context(|| format!("{}: not a file name", dest.display()))?;
         let tmp = dest.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
         let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-        let mut w = GgufWriter { out: Some(BufWriter::with_capacity(1 << 20, file)), tmp, dest: dest.to_path_buf(), entries, next: 0, pos: 0 };
+        let mut w = GgufWriter { out: Some(BufWriter::with_capacity(1 << 20, file)), tmp, dest: dest.to_path_buf(), entries, next: 0 };
         w.write_header(metadata)?;
         Ok(w)
     }
@@ -142,7 +141,6 @@ impl GgufWriter {
         }
         let pad = padding(pos);
         out.write_all(&vec![0u8; pad as usize])?;
-        self.pos = 0;
         Ok(())
     }
 
@@ -157,7 +155,6 @@ impl GgufWriter {
         out.write_all(data)?;
         let pad = padding(data.len() as u64);
         out.write_all(&vec![0u8; pad as usize])?;
-        self.pos += data.len() as u64 + pad;
         self.next += 1;
         Ok(())
     }

@@ -44,12 +44,14 @@ pub struct Ar<'a> {
     eps: f32,
 }
 
-/// Per-generation state: the modulation of each row and the KV cache.
+/// Per-generation state: each layer's modulation of each row and the KV cache.
 pub struct ArState {
     pub rows: usize,
     /// Tokens consumed so far (the next position).
     pub pos: usize,
-    modulation: Vec<f32>,
+    /// Per layer: [rows, 6 * width], the shared modulation plus the block's
+    /// bias: [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] per row.
+    modulation: Vec<Vec<f32>>,
     /// Per layer: [rows, context, width].
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -135,11 +137,23 @@ impl<'a> Ar<'a> {
         }
         let mut act = cls.clone();
         silu(&mut act);
-        let mut modulation = vec![0f32; rows * 6 * d];
-        matmul(&self.adaln_w, &act, rows, &mut modulation);
-        for r in 0..rows {
-            add(&mut modulation[r * 6 * d..(r + 1) * 6 * d], &self.adaln_b);
+        let mut shared = vec![0f32; rows * 6 * d];
+        matmul(&self.adaln_w, &act, rows, &mut shared);
+        for r in shared.chunks_exact_mut(6 * d) {
+            add(r, &self.adaln_b);
         }
+        // Once per image, not once per token: add each block's bias.
+        let modulation = self
+            .blocks
+            .iter()
+            .map(|blk| {
+                let mut m = shared.clone();
+                for r in m.chunks_exact_mut(6 * d) {
+                    add(r, &blk.adaln_bias);
+                }
+                m
+            })
+            .collect();
         let cache = || (0..self.blocks.len()).map(|_| vec![0f32; rows * self.context * d]).collect();
         Ok((ArState { rows, pos: 0, modulation, keys: cache(), values: cache() }, cls))
     }
@@ -171,15 +185,14 @@ impl<'a> Ar<'a> {
         let scale = 1.0 / (hd as f32).sqrt();
         let mut scores = vec![0f32; pos + 1];
         for (li, blk) in self.blocks.iter().enumerate() {
-            // Per row: [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m].
-            let modv = |r: usize, j: usize, i: usize| st.modulation[r * 6 * d + j * d + i] + blk.adaln_bias[j * d + i];
+            let m = &st.modulation[li];
+            // Part j of row r's modulation: 0..6 = shift_a, scale_a, gate_a, shift_m, scale_m, gate_m.
+            let part = |r: usize, j: usize| &m[r * 6 * d + j * d..][..d];
             h.copy_from_slice(&x);
             for r in 0..rows {
                 let hr = &mut h[r * d..(r + 1) * d];
                 rms_norm(hr, &blk.attn_norm, self.eps);
-                let shift: Vec<f32> = (0..d).map(|i| modv(r, 0, i)).collect();
-                let sc: Vec<f32> = (0..d).map(|i| modv(r, 1, i)).collect();
-                modulate(hr, &shift, &sc);
+                modulate(hr, part(r, 0), part(r, 1));
             }
             matmul(&blk.q, &h, rows, &mut q);
             matmul(&blk.k, &h, rows, &mut k);
@@ -207,16 +220,13 @@ impl<'a> Ar<'a> {
             }
             matmul(&blk.o, &a, rows, &mut o);
             for r in 0..rows {
-                let gate: Vec<f32> = (0..d).map(|i| modv(r, 2, i)).collect();
-                add_scaled(&mut x[r * d..(r + 1) * d], &gate, &o[r * d..(r + 1) * d]);
+                add_scaled(&mut x[r * d..(r + 1) * d], part(r, 2), &o[r * d..(r + 1) * d]);
             }
             h.copy_from_slice(&x);
             for r in 0..rows {
                 let hr = &mut h[r * d..(r + 1) * d];
                 rms_norm(hr, &blk.ffn_norm, self.eps);
-                let shift: Vec<f32> = (0..d).map(|i| modv(r, 3, i)).collect();
-                let sc: Vec<f32> = (0..d).map(|i| modv(r, 4, i)).collect();
-                modulate(hr, &shift, &sc);
+                modulate(hr, part(r, 3), part(r, 4));
             }
             matmul(&blk.gate, &h, rows, &mut g);
             matmul(&blk.up, &h, rows, &mut u);
@@ -226,8 +236,7 @@ impl<'a> Ar<'a> {
             }
             matmul(&blk.down, &g, rows, &mut o);
             for r in 0..rows {
-                let gate: Vec<f32> = (0..d).map(|i| modv(r, 5, i)).collect();
-                add_scaled(&mut x[r * d..(r + 1) * d], &gate, &o[r * d..(r + 1) * d]);
+                add_scaled(&mut x[r * d..(r + 1) * d], part(r, 5), &o[r * d..(r + 1) * d]);
             }
         }
         for r in 0..rows {
