@@ -30,11 +30,45 @@ pub fn describe(file: &GgufFile, name: &str) -> String {
         let _ = writeln!(s, "  {:<36} {:>16} {:>6} {:>10}", t.name, format!("{:?}", t.dims), t.ggml_type.name(), t.n_bytes);
     }
     let _ = writeln!(s, "  {} tensors, {:.2} MiB", file.tensors().len(), total as f64 / 1048576.0);
-    let _ = writeln!(s, "\ncpu features: {}", kernels::cpu_features().join(" "));
+    let _ = writeln!(s, "\ncpu: {} ({})", std::env::consts::ARCH, cpu_model().as_deref().unwrap_or("model unknown"));
+    let _ = writeln!(s, "cpu features: {}", kernels::cpu_features().join(" "));
+    let _ = writeln!(s, "kernel level: {}", kernels::kernel_level());
     let _ = writeln!(s, "kernels:");
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K] {
         let _ = writeln!(s, "  {:<6} {}", ty.name(), kernels::variant(ty));
     }
     let _ = writeln!(s, "threads: {}", rayon::current_num_threads());
     s
+}
+
+/// The CPU's name from /proc/cpuinfo (`model name` on x86; on aarch64 Linux usually only the
+/// implementer/part codes, shown as e.g. `ARM part 0xd0b` = Cortex-A76).
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if let Some(name) = field("model name") {
+        return Some(name);
+    }
+    let part = field("CPU part")?;
+    let implementer = match field("CPU implementer").as_deref() {
+        Some("0x41") => "ARM".to_string(),
+        Some("0x4e") => "NVIDIA".to_string(),
+        Some(other) => format!("implementer {other}"),
+        None => "implementer ?".to_string(),
+    };
+    let known = match part.as_str() {
+        "0xd03" => " (Cortex-A53)",
+        "0xd08" => " (Cortex-A72)",
+        "0xd0b" => " (Cortex-A76)",
+        "0xd42" => " (Cortex-A78AE)",
+        "0xd41" => " (Cortex-A78)",
+        "0xd0c" => " (Neoverse-N1)",
+        _ => "",
+    };
+    Some(format!("{implementer} part {part}{known}"))
 }

@@ -5,7 +5,21 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eostok-run")).args(args).output().unwrap()
+    command(env!("CARGO_BIN_EXE_eostok-run")).args(args).output().unwrap()
+}
+
+/// The binary, through `EOSTOK_TEST_RUNNER` when set: under qemu-user
+/// (`scripts/cross-aarch64`) a child aarch64 binary needs the emulator too.
+fn command(exe: &str) -> Command {
+    match std::env::var("EOSTOK_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut c = Command::new(words.next().unwrap());
+            c.args(words).arg(exe);
+            c
+        }
+        _ => Command::new(exe),
+    }
 }
 
 fn ok(o: &Output) {

@@ -340,6 +340,7 @@ fn matmul_rechecks_a_hand_built_weight() {
 }
 
 #[test]
+#[cfg(not(target_arch = "aarch64"))]
 fn variants_are_simd_where_the_cpu_has_avx2() {
     let features = kernels::cpu_features();
     println!("cpu features: {features:?}");
@@ -374,6 +375,82 @@ fn variants_are_simd_where_the_cpu_has_avx2() {
     }
 }
 
+/// aarch64: NEON for every type; `sdot` where the CPU has dotprod, `smmla` (batch > 1) for
+/// the 32-value block types where it also has i8mm; `EOSTOK_KERNELS` caps the level.
+#[test]
+#[cfg(target_arch = "aarch64")]
+fn variants_are_neon_on_aarch64() {
+    let features = kernels::cpu_features();
+    println!("cpu features: {features:?}");
+    for ty in TYPES {
+        println!("{ty:>5}: {}", variant(ty));
+    }
+    let cap = std::env::var("EOSTOK_KERNELS").unwrap_or_default();
+    let has = |f: &str| features.contains(&f);
+    // 0 scalar, 1 neon, 2 dotprod, 3 i8mm
+    let detected = if has("dotprod") && has("i8mm") {
+        3
+    } else if has("dotprod") {
+        2
+    } else {
+        1
+    };
+    let level = detected.min(match cap.as_str() {
+        "scalar" => 0,
+        "neon" => 1,
+        "dotprod" => 2,
+        _ => 3,
+    });
+    for ty in TYPES {
+        let want = match (level, ty) {
+            (0, GgmlType::F32 | GgmlType::F16) => "wide",
+            (0, _) => "scalar",
+            (_, GgmlType::F32) => "neon",
+            (_, GgmlType::F16) => "neon+fcvtl",
+            (1, _) => "neon",
+            (3, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1) => "neon+i8mm",
+            _ => "neon+dotprod",
+        };
+        assert_eq!(variant(ty), want, "{ty} at level {level} (cap {cap:?})");
+    }
+}
+
+/// Every batch 1..=9 (the i8mm kernel's 2×2 tiles with odd tails, the 4-row groups with
+/// 1..3 left over) on ragged row counts, for every type.
+#[test]
+fn matmul_matches_reference_for_every_batch_up_to_9() {
+    let mut rng = Rng::new(0x5eed_0003);
+    for ty in TYPES {
+        let blk = ty.block_size();
+        let mut stats = Stats {
+            worst_vs_ref: 0.0,
+            worst_vs_exact: 0.0,
+        };
+        for batch in 1..=9 {
+            for (rows, nblk) in [(1, 1), (2, 3), (5, 2), (7, 9)] {
+                let c = Case {
+                    ty,
+                    rows,
+                    cols: nblk * blk,
+                    batch,
+                };
+                check_case(&c, &mut rng, &mut stats);
+            }
+        }
+        println!(
+            "{ty:>5} ({}): batches 1..9, worst |simd-ref|/bound {:.3}",
+            variant(ty),
+            stats.worst_vs_ref
+        );
+    }
+}
+
+/// The levels `lower_kernel_levels_pass_the_same_tests` re-runs this binary at.
+#[cfg(not(target_arch = "aarch64"))]
+const LOWER_CAPS: [&str; 2] = ["avx2", "scalar"];
+#[cfg(target_arch = "aarch64")]
+const LOWER_CAPS: [&str; 3] = ["dotprod", "neon", "scalar"];
+
 /// The variants below the best one this CPU has (AVX2 without VNNI; the scalar and `wide`
 /// paths) are checked by re-running this binary's tests with `EOSTOK_KERNELS` capping the
 /// level, since the choice is made once per process.
@@ -383,8 +460,18 @@ fn lower_kernel_levels_pass_the_same_tests() {
         return; // already the child
     }
     let exe = std::env::current_exe().unwrap();
-    for cap in ["avx2", "scalar"] {
-        let out = std::process::Command::new(&exe)
+    for cap in LOWER_CAPS {
+        // Under qemu-user (scripts/cross-aarch64) the child needs the emulator too.
+        let mut cmd = match std::env::var("EOSTOK_TEST_RUNNER") {
+            Ok(runner) if !runner.trim().is_empty() => {
+                let mut words = runner.split_whitespace();
+                let mut c = std::process::Command::new(words.next().unwrap());
+                c.args(words).arg(&exe);
+                c
+            }
+            _ => std::process::Command::new(&exe),
+        };
+        let out = cmd
             .env("EOSTOK_KERNELS", cap)
             .args([
                 "--test-threads",

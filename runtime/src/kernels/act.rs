@@ -237,6 +237,18 @@ fn quantize_row_fast(ty: GgmlType, x: &[f32], out: &mut [u8]) {
             }
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if super::cpu::has_neon() {
+        // SAFETY: Advanced SIMD is baseline on aarch64; lengths match (checked by callers).
+        unsafe {
+            match ty {
+                GgmlType::Q8_0 => return super::neon_act::quantize_q8_0(x, out, false),
+                GgmlType::Q8_1 => return super::neon_act::quantize_q8_0(x, out, true),
+                GgmlType::Q8_K => return super::neon_act::quantize_q8_k(x, out),
+                _ => {}
+            }
+        }
+    }
     reference_quantize(ty, x, out)
 }
 

@@ -43,11 +43,12 @@ pub fn cpu_features() -> Vec<&'static str> {
     out
 }
 
-/// Kernel levels, best last. `EOSTOK_KERNELS=scalar|avx2` caps the level (for `--info`
+/// Kernel levels, best last. `EOSTOK_KERNELS=scalar|avx2` (aarch64:
+/// `scalar|neon|dotprod|i8mm`) caps the level (for `--info`
 /// comparisons and for testing the lower variants on a machine that has the higher ones);
 /// unset or `auto` uses the best the CPU has. Read once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // no SIMD levels there yet
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the x86 levels, elsewhere
 pub(crate) enum Level {
     Scalar,
     /// AVX2 + FMA + F16C: the baseline of every x86 SIMD kernel here (Haswell / Zen 1 on).
@@ -55,19 +56,67 @@ pub(crate) enum Level {
     /// AVX-VNNI (`vpdpbusd` on ymm: Alder Lake, Sapphire Rapids, Zen 5): fuses the u8×i8
     /// `maddubs` + `madd` pair into one instruction.
     AvxVnni,
+    /// aarch64 baseline Advanced SIMD (every ARMv8-A core, e.g. Cortex-A72 in the Pi 4): f32
+    /// FMA, f16 conversion, i8 dots by widening multiplies (`smull` + `sadalp`).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    /// + `sdot` (ARMv8.2 DotProd: Cortex-A76 in the Pi 5, A78AE in the Jetson Orin).
+    #[cfg(target_arch = "aarch64")]
+    NeonDotprod,
+    /// + `smmla` (ARMv8.6 I8MM: Neoverse V1/N2, Cortex-A710 on) for 2×2 row tiles when
+    /// batch > 1.
+    #[cfg(target_arch = "aarch64")]
+    NeonI8mm,
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn level() -> Level {
     static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
+        #[cfg(not(target_arch = "aarch64"))]
         let cap = match std::env::var("EOSTOK_KERNELS").as_deref() {
             Ok("scalar") => Level::Scalar,
             Ok("avx2") => Level::Avx2,
             _ => Level::AvxVnni,
         };
+        // aarch64: `scalar|neon|dotprod|i8mm` (the x86 names mean nothing here).
+        #[cfg(target_arch = "aarch64")]
+        let cap = match std::env::var("EOSTOK_KERNELS").as_deref() {
+            Ok("scalar") => Level::Scalar,
+            Ok("neon") => Level::Neon,
+            Ok("dotprod") => Level::NeonDotprod,
+            _ => Level::NeonI8mm,
+        };
         detected().min(cap)
     })
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::AvxVnni => "avx2+avx-vnni",
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => "neon",
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDotprod => "neon+dotprod",
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonI8mm => "neon+dotprod+i8mm",
+        }
+    }
+}
+
+/// The kernel level in use, for `--info`: e.g. `"neon+dotprod"`, or
+/// `"neon (best here: neon+dotprod+i8mm; EOSTOK_KERNELS=neon)"` when capped.
+pub fn kernel_level() -> String {
+    let (used, best) = (level(), detected());
+    if used == best {
+        used.name().to_string()
+    } else {
+        let cap = std::env::var("EOSTOK_KERNELS").unwrap_or_default();
+        format!("{} (best here: {}; EOSTOK_KERNELS={cap})", used.name(), best.name())
+    }
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -80,6 +129,19 @@ fn detected() -> Level {
                 Level::AvxVnni
             } else {
                 Level::Avx2
+            };
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::is_aarch64_feature_detected as has;
+        if has!("neon") {
+            return if has!("dotprod") && has!("i8mm") {
+                Level::NeonI8mm
+            } else if has!("dotprod") {
+                Level::NeonDotprod
+            } else {
+                Level::Neon
             };
         }
     }
@@ -111,4 +173,22 @@ pub(crate) fn has_avx2() -> bool {
 #[inline]
 pub(crate) fn has_avx_vnni() -> bool {
     level() >= Level::AvxVnni
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub(crate) fn has_neon() -> bool {
+    level() >= Level::Neon
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub(crate) fn has_dotprod() -> bool {
+    level() >= Level::NeonDotprod
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub(crate) fn has_i8mm() -> bool {
+    level() >= Level::NeonI8mm
 }

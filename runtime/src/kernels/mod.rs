@@ -6,9 +6,13 @@
 //!
 //! Kernel variants are picked at run time: one x86_64 binary uses AVX2+FMA+F16C, plus
 //! AVX-VNNI for the 32-value block types where the CPU has it, without being built for the
-//! machine; other targets use `wide` (F32/F16) and the scalar references (quantized). Every
+//! machine; one aarch64 binary uses NEON everywhere, `sdot` where the CPU has DotProd
+//! (Cortex-A76/A78AE) and `smmla` for batch > 1 where it has I8MM, widening multiplies
+//! where it has neither (Cortex-A72); other targets use `wide` (F32/F16) and the scalar
+//! references (quantized). Every
 //! SIMD kernel has the scalar reference from [`crate::quant`] beside it;
-//! [`matmul_reference`] runs only those. `EOSTOK_KERNELS=avx2|scalar` caps the level (read
+//! [`matmul_reference`] runs only those. `EOSTOK_KERNELS=avx2|scalar` (aarch64:
+//! `i8mm|dotprod|neon|scalar`) caps the level (read
 //! once per process) to compare or test the lower variants; see [`variant`].
 //!
 //! Work split: rayon over chunks of output rows (calls under ~130k multiply-adds stay on the
@@ -41,11 +45,21 @@ macro_rules! for_groups {
 }
 
 mod act;
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod block32;
 mod cpu;
 mod f16;
 mod f32;
+#[cfg(target_arch = "aarch64")]
+mod neon_act;
+#[cfg(target_arch = "aarch64")]
+mod neon_block32;
+#[cfg(target_arch = "aarch64")]
+mod neon_float;
+#[cfg(target_arch = "aarch64")]
+mod neon_kquant;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -56,7 +70,7 @@ mod vec;
 mod x86;
 
 pub use act::quantize_activations;
-pub use cpu::cpu_features;
+pub use cpu::{cpu_features, kernel_level};
 pub use vec::{add, axpy, dot_f32, max, mul, scale, sum};
 
 use crate::quant::{self, GgmlType};

@@ -16,6 +16,10 @@ pub(super) fn select() -> Option<Kernel> {
             return Some(kernel::<x86::Avx2>("avx2+fma"));
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = super::neon_block32::select::<neon::Neon>() {
+        return Some(k);
+    }
     None
 }
 
@@ -51,6 +55,29 @@ mod x86 {
         }
         unsafe fn dot(w: &[__m256i; 2], y: __m256i, bias: __m256i) -> __m256i {
             dot_u8i8_vnni(bias, w[0], y)
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::super::neon_block32::nibbles;
+    use super::super::neon_block32::Kind;
+    use crate::quant::q4_0::BlockQ4_0;
+    use std::arch::aarch64::*;
+
+    pub struct Neon;
+    impl Kind for Neon {
+        type W = BlockQ4_0;
+        const D: usize = 0;
+        /// Nibbles − 8: signed, as `sdot`/`smmla` want (no bias lanes needed here).
+        unsafe fn unpack(w: &BlockQ4_0) -> [int8x16_t; 2] {
+            let [lo, hi] = nibbles(&w.qs);
+            let eight = vdupq_n_s8(8);
+            [
+                vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+                vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+            ]
         }
     }
 }

@@ -14,6 +14,10 @@ pub(super) fn select() -> Option<Kernel> {
             return Some(kernel::<x86::Avx2>("avx2+fma"));
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = super::neon_block32::select::<neon::Neon>() {
+        return Some(k);
+    }
     None
 }
 
@@ -49,6 +53,26 @@ mod x86 {
         }
         unsafe fn dot(w: &[__m256i; 2], y: __m256i, bias: __m256i) -> __m256i {
             dot_u8i8_vnni(bias, w[0], y)
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::super::neon_block32::nibbles;
+    use super::super::neon_block32::Kind;
+    use crate::quant::q4_1::BlockQ4_1;
+    use std::arch::aarch64::*;
+
+    pub struct Neon;
+    impl Kind for Neon {
+        type W = BlockQ4_1;
+        const D: usize = 0;
+        const M: Option<usize> = Some(2);
+        /// Nibbles 0..15, already valid as i8.
+        unsafe fn unpack(w: &BlockQ4_1) -> [int8x16_t; 2] {
+            let [lo, hi] = nibbles(&w.qs);
+            [vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi)]
         }
     }
 }

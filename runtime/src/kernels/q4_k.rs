@@ -10,13 +10,20 @@ pub(super) fn select() -> Option<Kernel> {
     if super::cpu::has_avx2() {
         return Some(Kernel::simd("avx2+fma", avx2::rows));
     }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = super::neon_kquant::select_q4_k() {
+        return Some(k);
+    }
     None
 }
 
 /// Scales and mins of the 8 sub-blocks, unpacked from the 12 packed bytes with ggml's
 /// 32-bit mask trick (same result as `quant::q4_k::BlockQ4K::scale_min`).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn scales_mins(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(super) fn scales_mins(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;

@@ -12,6 +12,10 @@ pub(super) fn select() -> Option<Kernel> {
     if super::cpu::has_avx2() {
         return Some(Kernel::simd("avx2+fma", avx2::rows));
     }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = super::neon_kquant::select_q6_k() {
+        return Some(k);
+    }
     None
 }
 

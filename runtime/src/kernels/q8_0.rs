@@ -13,6 +13,10 @@ pub(super) fn select() -> Option<Kernel> {
             return Some(kernel::<x86::Avx2>("avx2+fma"));
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = super::neon_block32::select::<neon::Neon>() {
+        return Some(k);
+    }
     None
 }
 
@@ -54,6 +58,23 @@ mod x86 {
         }
         unsafe fn dot(w: &[__m256i; 2], y: __m256i, bias: __m256i) -> __m256i {
             dot_u8i8_vnni(bias, w[0], y)
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::super::aarch64::load_i8x32;
+    use super::super::neon_block32::Kind;
+    use crate::quant::q8_0::BlockQ8_0;
+    use std::arch::aarch64::*;
+
+    pub struct Neon;
+    impl Kind for Neon {
+        type W = BlockQ8_0;
+        const D: usize = 0;
+        unsafe fn unpack(w: &BlockQ8_0) -> [int8x16_t; 2] {
+            load_i8x32(w.qs.as_ptr())
         }
     }
 }
