@@ -1,6 +1,17 @@
 //! eostok-bench: one binary, a subcommand per benchmark. Each prints a table
-//! (and one JSON object per row with --json). Later issues add kernels,
-//! decode, image, memory, vs-llama, vs-candle, train and precision.
+//! (and one JSON object per row with --json): the machine's limits
+//! (`roofline`), every kernel on the presets' shapes (`kernels`), AR decoding
+//! against the bandwidth bound (`decode`), time per image (`image`), memory
+//! (`memory`), and the same work through llama.cpp and candle (`vs-llama`,
+//! `vs-candle`). Generated model files go to `bench-data/` (git-ignored).
+
+mod chart;
+mod decode;
+mod gen;
+mod kernels;
+mod roofline;
+mod util;
+mod vs;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -12,7 +23,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "eostok-bench", version, about = "EOSTok benchmarks: each subcommand prints a table")]
+#[command(
+    name = "eostok-bench",
+    version,
+    about = "EOSTok benchmarks: each subcommand prints a table"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,12 +49,273 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Machine limits: streaming-read bandwidth per thread count (1 GiB buffer), peak f32
+    /// FMA (AVX2) and int8 dot (AVX-VNNI or maddubs) throughput.
+    Roofline {
+        /// Thread counts (default 1..=nproc).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Buffer sizes in MiB: the machine's L3 may be large (check lscpu), so the last
+        /// must be well beyond it to measure DRAM; the others show what model-sized working
+        /// sets get.
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256,2048")]
+        sizes_mib: Vec<usize>,
+        /// Bandwidth reads per thread count and size (the table shows best and spread).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every runtime kernel (f32 f16 q8_0 q4_0 q4_1 q4_k q6_k; matrix×vector and
+    /// matrix×matrix) on the presets' real shapes, against the roofline and candle.
+    Kernels {
+        #[arg(long, value_delimiter = ',', default_value = "B,L")]
+        configs: Vec<String>,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "f32,f16,q8_0,q4_0,q4_1,q4_k,q6_k"
+        )]
+        types: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed rounds per shape (median, min–max).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Skip candle's matmul on the same shapes.
+        #[arg(long)]
+        no_candle: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// AR tokens/s of a random-weight model against the bandwidth bound
+    /// (weight bytes per token / measured bandwidth, interleaved rounds).
+    Decode {
+        #[arg(long, default_value = "B")]
+        config: String,
+        #[arg(long = "type", default_value = "q4_0")]
+        ty: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Tokens per round (at most the model's latent tokens).
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time per image end to end (AR over all latent tokens + decoder) and images/s
+    /// with batching.
+    Image {
+        #[arg(long, value_delimiter = ',', default_value = "S,B,L")]
+        configs: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "f16,q8_0,q4_0")]
+        types: Vec<String>,
+        /// Images per batch (their AR rows share every weight read).
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// File size, peak RSS, private vs file-backed memory, KV cache, open→first token
+    /// (each model in a fresh child process).
+    Memory {
+        #[arg(long, value_delimiter = ',', default_value = "B")]
+        configs: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "f16,q8_0,q4_0")]
+        types: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(hide = true)]
+    MemoryChild {
+        #[arg(long)]
+        config: String,
+        #[arg(long = "type")]
+        ty: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// The same Llama GGUF file (our presets' AR sizes, random weights) through llama.cpp's
+    /// llama-bench (`LLAMA_BENCH=path`), candle's quantized_llama and us, interleaved.
+    VsLlama {
+        #[arg(long, value_delimiter = ',', default_value = "B,L")]
+        configs: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "f16,q8_0,q4_0")]
+        types: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Tokens generated per run (llama-bench -n).
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Skip candle's quantized_llama.
+        #[arg(long)]
+        no_candle: bool,
+        /// Write a PNG chart of tokens/s here.
+        #[arg(long)]
+        chart: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The EOSTok AR model in candle (f32 reference `nn::ArTransformer`; QMatMul for
+    /// quantized files) against our runtime on the same file and threads.
+    VsCandle {
+        #[arg(long, value_delimiter = ',', default_value = "B")]
+        configs: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "f32,q8_0,q4_0")]
+        types: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// One global rayon pool of `threads` (ours and candle's quantized matmul), and candle's
+/// gemm told the same through RAYON_NUM_THREADS.
+fn set_threads(threads: usize) -> Result<()> {
+    let t = threads.max(1);
+    std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("thread pool: {e}"))
+}
+
+fn preamble(json: bool, threads: usize) {
+    if !json {
+        let (model, flags) = util::cpu_description();
+        println!(
+            "# {model} [{}], {} cores, {threads} threads, kernels: q4_0 {}, f16 {}",
+            flags.join(" "),
+            util::nproc(),
+            eostok_runtime::kernels::variant(eostok_runtime::quant::GgmlType::Q4_0),
+            eostok_runtime::kernels::variant(eostok_runtime::quant::GgmlType::F16)
+        );
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     exit::run("eostok-bench", || match cli.command {
-        Command::Forward { config, batch, reps, json } => forward(&config, batch, reps, json),
+        Command::Forward {
+            config,
+            batch,
+            reps,
+            json,
+        } => forward(&config, batch, reps, json),
+        Command::Roofline {
+            threads,
+            sizes_mib,
+            reps,
+            json,
+        } => roofline_cmd(threads, sizes_mib, reps, json),
+        Command::Kernels {
+            configs,
+            types,
+            threads,
+            reps,
+            no_candle,
+            json,
+        } => {
+            set_threads(threads)?;
+            preamble(json, threads);
+            let lim = roofline::limits(threads)?;
+            if !json {
+                println!("# roofline at {threads} threads: {:.1} GB/s, {:.1} GFLOP/s f32 FMA, {:.1} GOPS int8", lim.bandwidth_gbs, lim.fma_gflops, lim.int8_gops);
+            }
+            kernels::run(&configs, &types, reps, !no_candle, &lim, json)
+        }
+        Command::Decode {
+            config,
+            ty,
+            threads,
+            tokens,
+            rounds,
+            json,
+        } => {
+            set_threads(threads)?;
+            preamble(json, threads);
+            decode::decode(&config, &ty, threads, tokens, rounds, json)
+        }
+        Command::Image {
+            configs,
+            types,
+            batches,
+            threads,
+            rounds,
+            json,
+        } => {
+            set_threads(threads)?;
+            preamble(json, threads);
+            decode::image(&configs, &types, &batches, rounds, json)
+        }
+        Command::Memory {
+            configs,
+            types,
+            threads,
+            json,
+        } => {
+            preamble(json, threads);
+            decode::memory(&configs, &types, threads, json)
+        }
+        Command::MemoryChild {
+            config,
+            ty,
+            threads,
+        } => {
+            set_threads(threads)?;
+            decode::memory_child(&config, &ty)
+        }
+        Command::VsLlama {
+            configs,
+            types,
+            threads,
+            tokens,
+            rounds,
+            no_candle,
+            chart,
+            json,
+        } => {
+            set_threads(threads)?;
+            preamble(json, threads);
+            vs::vs_llama(
+                &configs,
+                &types,
+                threads,
+                tokens,
+                rounds,
+                !no_candle,
+                chart.as_deref(),
+                json,
+            )
+            .map(|_| ())
+        }
+        Command::VsCandle {
+            configs,
+            types,
+            threads,
+            tokens,
+            rounds,
+            json,
+        } => {
+            set_threads(threads)?;
+            preamble(json, threads);
+            vs::vs_candle(&configs, &types, threads, tokens, rounds, json)
+        }
     })
 }
 
@@ -60,24 +336,107 @@ fn forward(config: &str, batch: usize, reps: usize, json: bool) -> Result<()> {
     let cfg = Config::load(config).map_err(|e| exit::bad_input(format!("--config: {e}")))?;
     let dev = Device::Cpu;
     let (m, _) = Eostok::random(&cfg, 0, DType::F32, &dev)?;
-    let x = Tensor::rand(-1f32, 1.0, (batch, cfg.channels, cfg.image_size, cfg.image_size), &dev)?;
+    let x = Tensor::rand(
+        -1f32,
+        1.0,
+        (batch, cfg.channels, cfg.image_size, cfg.image_size),
+        &dev,
+    )?;
     let enc = m.encoder.forward(&x)?;
     let q = m.ibq.forward(&enc.z)?;
     let classes = Tensor::new(vec![0u32; batch].as_slice(), &dev)?;
     let rows = [
-        ("encoder+ibq", time(reps, || m.ibq.forward(&m.encoder.forward(&x)?.z).map(|_| ()).map_err(Into::into))?),
-        ("decoder", time(reps, || m.decoder.forward(&q.z_q, None).map(|_| ()).map_err(Into::into))?),
-        ("ar (teacher-forced)", time(reps, || m.ar.forward_soft(&q.ind, &classes).map(|_| ()).map_err(Into::into))?),
+        (
+            "encoder+ibq",
+            time(reps, || {
+                m.ibq
+                    .forward(&m.encoder.forward(&x)?.z)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            })?,
+        ),
+        (
+            "decoder",
+            time(reps, || {
+                m.decoder
+                    .forward(&q.z_q, None)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            })?,
+        ),
+        (
+            "ar (teacher-forced)",
+            time(reps, || {
+                m.ar.forward_soft(&q.ind, &classes)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            })?,
+        ),
     ];
     if !json {
-        println!("config {} batch {batch} (candle CPU, f32, median of {reps})", cfg.name);
+        println!(
+            "config {} batch {batch} (candle CPU, f32, median of {reps})",
+            cfg.name
+        );
         println!("{:<22} {:>10} {:>12}", "part", "ms", "images/s");
     }
     for (part, s) in rows {
         if json {
-            println!("{}", serde_json::json!({"bench": "forward", "config": cfg.name, "batch": batch, "part": part, "ms": s * 1e3, "images_per_s": batch as f64 / s}));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "forward", "config": cfg.name, "batch": batch, "part": part, "ms": s * 1e3, "images_per_s": batch as f64 / s})
+            );
         } else {
             println!("{:<22} {:>10.2} {:>12.1}", part, s * 1e3, batch as f64 / s);
+        }
+    }
+    Ok(())
+}
+
+fn roofline_cmd(threads: Vec<usize>, sizes: Vec<usize>, reps: usize, json: bool) -> Result<()> {
+    let threads = if threads.is_empty() {
+        (1..=util::nproc()).collect()
+    } else {
+        threads
+    };
+    preamble(json, *threads.iter().max().unwrap_or(&1));
+    let mut t = util::Table::new(
+        json,
+        &[
+            ("threads", 7),
+            ("buffer MiB", 10),
+            ("read GB/s best", 14),
+            ("read GB/s median (min–max)", 26),
+            ("f32 FMA GFLOP/s", 15),
+            ("int8 GOPS", 9),
+            ("int8 via", 12),
+        ],
+    );
+    let peaks: Vec<(f64, f64)> = threads
+        .iter()
+        .map(|&n| Ok((roofline::peak_fma(n)?, roofline::peak_int8(n)?)))
+        .collect::<Result<_>>()?;
+    let via = if roofline::has_vnni() {
+        "avx-vnni"
+    } else {
+        "maddubs"
+    };
+    for &mib in &sizes {
+        let buf = roofline::Buffer::new(mib << 20);
+        // Interleaved rounds: bandwidth on this machine moves from run to run.
+        let mut bw: Vec<Vec<f64>> = vec![vec![]; threads.len()];
+        for _ in 0..reps.max(1) {
+            for (i, &n) in threads.iter().enumerate() {
+                bw[i].push(roofline::bandwidth_once(&buf, n)?);
+            }
+        }
+        for (i, &n) in threads.iter().enumerate() {
+            let s = util::Stats::of(&bw[i]);
+            let (fma, int8) = peaks[i];
+            t.row(
+                &[n.to_string(), mib.to_string(), format!("{:.1}", s.max), s.show(1), format!("{fma:.1}"), format!("{int8:.1}"), via.into()],
+                serde_json::json!({"bench": "roofline", "threads": n, "buffer_bytes": mib << 20, "read_gb_per_s": s.json(), "fma_gflop_per_s": fma, "int8_gop_per_s": int8, "int8_instructions": via}),
+            );
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod ar;
 pub mod decoder;
+pub mod llama;
 pub mod ops;
 pub mod tensors;
 
@@ -29,6 +30,24 @@ pub fn schema_value(v: &Value) -> Option<MetaValue> {
         Value::F64(x) => Some(MetaValue::F32(*x as f32)),
         Value::Array(Array::String(s)) => Some(MetaValue::StrArray(s.clone())),
         other => other.as_integer().and_then(|i| u64::try_from(i).ok()).map(MetaValue::U64),
+    }
+}
+
+/// The architectures the runtime runs: EOSTok itself, and plain Llama (only for
+/// benchmarking one file through llama.cpp, candle and us; see [`llama`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Eostok,
+    Llama,
+}
+
+/// `general.architecture` of a file; anything but `eostok` and `llama` is refused.
+pub fn architecture_of(file: &GgufFile) -> Result<Architecture> {
+    match file.metadata().get(gguf_schema::GENERAL_ARCHITECTURE) {
+        Some(Value::String(s)) if s == gguf_schema::ARCHITECTURE => Ok(Architecture::Eostok),
+        Some(Value::String(s)) if s == "llama" => Ok(Architecture::Llama),
+        Some(Value::String(s)) => Err(bad_input(format!("general.architecture is '{s}'; this runtime runs 'eostok' (and 'llama' for benchmarks)"))),
+        _ => Err(bad_input("general.architecture is missing or not a string")),
     }
 }
 
