@@ -1,8 +1,11 @@
 //! Differentiable building blocks. candle-nn's fused `layer_norm`, `rms_norm`,
 //! `softmax_last_dim` and `sdpa` drop gradients silently (DESIGN.md, Known
-//! traps), so every op here is built from primitives that have a backward
-//! pass; the gradient tests check each one by finite differences.
+//! traps), so every op here has a backward pass: on CPU the norms, softmax,
+//! GELU and the SwiGLU product are our fused ops with hand-written backward
+//! (`fused.rs`), elsewhere candle primitives; the gradient tests check each
+//! one by finite differences.
 
+use super::fused;
 use crate::names as n;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -72,6 +75,16 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::applies(x) {
+            return fused::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
+        self.forward_primitive(x)
+    }
+}
+
+impl LayerNorm {
+    /// The same from candle primitives (other devices; the fused op's reference).
+    pub fn forward_primitive(&self, x: &Tensor) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -96,6 +109,16 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::applies(x) {
+            return fused::rms_norm(x, &self.weight, self.eps);
+        }
+        self.forward_primitive(x)
+    }
+}
+
+impl RmsNorm {
+    /// The same from candle primitives (other devices; the fused op's reference).
+    pub fn forward_primitive(&self, x: &Tensor) -> Result<Tensor> {
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
         x.broadcast_div(&(ms + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)
     }
@@ -103,6 +126,9 @@ impl Module for RmsNorm {
 
 /// Differentiable softmax over the last dim (max-subtracted).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if fused::applies(x) {
+        return fused::softmax(x);
+    }
     candle_nn::ops::softmax(x, D::Minus1)
 }
 
@@ -114,7 +140,8 @@ pub const MASKED: f64 = -1e9;
 /// additive and broadcastable to [B,H,Tq,Tk] (0 = visible, MASKED = hidden).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let hd = q.dim(D::Minus1)?;
-    let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+    // Scale q ([.., T, hd]) rather than the scores ([.., T, T]): fewer values.
+    let scores = (q * (1.0 / (hd as f64).sqrt()))?.matmul(&k.t()?)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
@@ -136,6 +163,9 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
 
 /// tanh-approximated GELU (cheaper than erf here and in the runtime).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fused::applies(x) {
+        return fused::gelu(x);
+    }
     x.gelu()
 }
 
@@ -202,7 +232,8 @@ impl Module for SwiGlu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
-        self.down.forward(&(g.silu()? * u)?)
+        let h = if fused::applies(&g) { fused::silu_mul(&g, &u)? } else { (g.silu()? * u)? };
+        self.down.forward(&h)
     }
 }
 

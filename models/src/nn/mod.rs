@@ -3,6 +3,7 @@
 pub mod ar;
 pub mod decoder;
 pub mod encoder;
+pub mod fused;
 pub mod ibq;
 pub mod image;
 pub mod layers;
