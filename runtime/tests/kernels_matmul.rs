@@ -376,7 +376,7 @@ fn variants_are_simd_where_the_cpu_has_avx2() {
 }
 
 /// aarch64: NEON for every type; `sdot` where the CPU has dotprod, `smmla` (batch > 1) for
-/// the 32-value block types where it also has i8mm; `EOSTOK_KERNELS` caps the level.
+/// the integer types where it also has i8mm; `EOSTOK_KERNELS` caps the level.
 #[test]
 #[cfg(target_arch = "aarch64")]
 fn variants_are_neon_on_aarch64() {
@@ -408,7 +408,7 @@ fn variants_are_neon_on_aarch64() {
             (_, GgmlType::F32) => "neon",
             (_, GgmlType::F16) => "neon+fcvtl",
             (1, _) => "neon",
-            (3, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1) => "neon+i8mm",
+            (3, _) => "neon+i8mm",
             _ => "neon+dotprod",
         };
         assert_eq!(variant(ty), want, "{ty} at level {level} (cap {cap:?})");
