@@ -4,6 +4,7 @@
 /// The checkpoint directory format lives in eostok-models (the quantizer reads it too).
 pub use eostok_models::checkpoint;
 pub mod data;
+pub mod eval;
 pub mod fit;
 pub mod joint;
 pub mod loss;

@@ -1,0 +1,184 @@
+//! eostok-eval: Fréchet distances (EfficientNet-Lite0 / DINOv2-S features,
+//! never called "FID"), precision/recall and an IS-like score between
+//! image sets, and tokenizer reconstruction quality of a checkpoint.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use eostok_models::exit::{self, bad_input};
+use eostok_models::nets::LpipsNet;
+use eostok_models::sampling::TokenSampling;
+use eostok_train::eval::fd_cmd::{fd_text, run_fd, FdArgs};
+use eostok_train::eval::features::FeatureNet;
+use eostok_train::eval::recon::{recon_text, run_recon, ReconArgs};
+use eostok_train::eval::sources::SampleSettings;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "eostok-eval",
+    version,
+    about = "Evaluate EOSTok models: Fréchet distances on EfficientNet-Lite0/DINOv2 features (not Inception FID), precision/recall, IS-like score, tokenizer reconstruction"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fréchet distance, precision/recall (k=3) and IS-like score between a real and a generated image set.
+    Fd(Box<FdCli>),
+    /// Reconstruction L2/PSNR/LPIPS/rFD of a checkpoint's tokenizer, codebook usage, and the token-prefix curve.
+    Recon(Box<ReconCli>),
+}
+
+#[derive(clap::Args)]
+struct FdCli {
+    /// Reference images: fashion-mnist, fashion-mnist-test, emoji (asset cache), an IDX/ImageFolder path, a flat folder of images, or a .gguf model.
+    #[arg(long)]
+    real: String,
+    /// Evaluated images: a .gguf model to sample from (eostok-runtime, CPU), or any source --real accepts.
+    #[arg(long)]
+    fake: String,
+    /// Feature net(s), comma-separated: effnet-lite0 (1280-d pool), dinov2 (CLS token), inception (not implemented yet).
+    #[arg(long, default_value = "effnet-lite0")]
+    features: String,
+    /// Number of evaluated (fake) images; also of real images unless --n-real.
+    #[arg(short, default_value_t = 1000)]
+    n: usize,
+    /// Number of real images (default: -n).
+    #[arg(long)]
+    n_real: Option<usize>,
+    /// all (models: N spread evenly over the classes), or one class by id or name (both sides).
+    #[arg(long, default_value = "all")]
+    class: String,
+    /// Seed of the real subset and of generation (batch j of 50 images samples with its own seed derived from this).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Side images are brought to before the feature net (default: the model's image size when a side is a .gguf, else the fake images' size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Directory of the real-statistics cache (default: the asset cache; files under eval-stats/).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Neither read nor write cached real statistics.
+    #[arg(long)]
+    no_cache: bool,
+    /// Sampling temperature for model sources (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Top-k for model sources (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p for model sources (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Classifier-free guidance scale for model sources (1 = off).
+    #[arg(long = "cfg", default_value_t = 1.0)]
+    cfg_scale: f32,
+    /// EfficientNet-Lite0 safetensors (default: efficientnet-lite0.safetensors in the asset cache).
+    #[arg(long)]
+    effnet_weights: Option<PathBuf>,
+    /// DINOv2-S safetensors (default: dinov2-s.safetensors in the asset cache).
+    #[arg(long)]
+    dinov2_weights: Option<PathBuf>,
+    /// pytorch-fid Inception-v3 weights as safetensors (for --features inception, not implemented yet).
+    #[arg(long)]
+    inception_weights: Option<PathBuf>,
+    /// Print one JSON object (schema eostok-eval/fd/1) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ReconCli {
+    /// Checkpoint directory (config.json + model.safetensors/ema.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Images to reconstruct: fashion-mnist, fashion-mnist-test, emoji, or a path (ImageFolder or IDX directory).
+    #[arg(long)]
+    data: String,
+    /// Number of images (a seeded random subset).
+    #[arg(short, default_value_t = 1000)]
+    n: usize,
+    /// Seed of the subset.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Which weights: ema or raw.
+    #[arg(long, value_parser = ["ema", "raw"], default_value = "ema")]
+    weights: String,
+    /// LPIPS net from the asset cache: vgg, alex or off.
+    #[arg(long, value_parser = ["vgg", "alex", "off"], default_value = "vgg")]
+    lpips: String,
+    /// Feature net of rFD: effnet-lite0, dinov2, or none.
+    #[arg(long, default_value = "effnet-lite0")]
+    features: String,
+    /// Print one JSON object (schema eostok-eval/recon/1) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    exit::run("eostok-eval", || match cli.command {
+        Command::Fd(a) => fd(*a),
+        Command::Recon(a) => recon(*a),
+    })
+}
+
+fn fd(c: FdCli) -> Result<()> {
+    if !(c.temperature >= 0.0 && c.top_p > 0.0 && c.top_p <= 1.0 && c.cfg_scale.is_finite()) {
+        return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
+    }
+    let args = FdArgs {
+        real: c.real,
+        fake: c.fake,
+        features: FeatureNet::parse_list(&c.features)?,
+        n: c.n,
+        n_real: c.n_real,
+        class: c.class,
+        seed: c.seed,
+        size: c.size,
+        cache_dir: c.cache,
+        no_cache: c.no_cache,
+        sample: SampleSettings { sampling: TokenSampling { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p }, cfg_scale: c.cfg_scale },
+        effnet_weights: c.effnet_weights,
+        dinov2_weights: c.dinov2_weights,
+        inception_weights: c.inception_weights,
+        progress: !c.quiet,
+    };
+    let v = run_fd(&args)?;
+    if c.json {
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        print!("{}", fd_text(&v));
+    }
+    Ok(())
+}
+
+fn recon(c: ReconCli) -> Result<()> {
+    let features = match c.features.as_str() {
+        "none" | "off" => None,
+        s => Some(FeatureNet::parse(s)?),
+    };
+    let lpips = match c.lpips.as_str() {
+        "vgg" => Some(LpipsNet::Vgg),
+        "alex" => Some(LpipsNet::Alex),
+        _ => None,
+    };
+    let args = ReconArgs { checkpoint: c.checkpoint, data: c.data, n: c.n, seed: c.seed, ema: c.weights == "ema", lpips, features, progress: !c.quiet };
+    let v = run_recon(&args)?;
+    if c.json {
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        print!("{}", recon_text(&v));
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Where evaluated images come from (`--real SRC`, `--fake SRC`).
+//!
+//! | SRC | images |
+//! |---|---|
+//! | `fashion-mnist`, `fashion-mnist-test`, `emoji`, an IDX or ImageFolder path | a dataset (see `data::resolve`) |
+//! | a directory holding images directly (no class folders) | a flat folder, sorted by name, no labels |
+//! | a `.gguf` file (or any file starting with `GGUF`) | class-conditional samples from the model (eostok-runtime, CPU) |
+//!
+//! Selection of `n` images:
+//! * datasets and folders: the first `n` of a seeded shuffle of the
+//!   samples (of one class with `--class`); fewer when the set is smaller;
+//! * models: `--class all` spreads `n` over the classes (class `c` gets
+//!   `n / C` images, the first `n % C` classes one more), in class order;
+//!   images are generated in batches of [`GEN_BATCH`], batch `j` with its
+//!   own seed `mix(seed, j)` — the same `n`, seed and model always give the
+//!   same images, whatever the thread count.
+//!
+//! Every image is brought to `size` x `size` RGB8 (centre crop + CatmullRom
+//! resize, `data::transform::prepare`; generated images are quantised to
+//! 8 bits as a PNG would be), then to [-1, 1] floats.
+
+use crate::data::folder::{decode_rgb, has_image_extension};
+use crate::data::{epoch_order, prepare, resolve_data, to_chw_pm1, Dataset};
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use eostok_models::exit::{bad_input, BadInputExt};
+use eostok_models::sampling::{SplitMix64, TokenSampling};
+use eostok_runtime::generate::{generate, GenerateOptions};
+use eostok_runtime::gguf::GgufFile;
+use eostok_runtime::image_out::to_rgb8;
+use eostok_runtime::model::Model;
+use image::RgbImage;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Images generated per sampler call.
+pub const GEN_BATCH: usize = 50;
+/// Images decoded per batch from datasets and folders.
+pub const LOAD_BATCH: usize = 32;
+
+/// Sampling settings for model sources.
+#[derive(Debug, Clone)]
+pub struct SampleSettings {
+    pub sampling: TokenSampling,
+    pub cfg_scale: f32,
+}
+
+impl Default for SampleSettings {
+    fn default() -> Self {
+        SampleSettings { sampling: TokenSampling { temperature: 1.0, top_k: 0, top_p: 1.0 }, cfg_scale: 1.0 }
+    }
+}
+
+pub enum SourceKind {
+    Dataset(Arc<dyn Dataset>),
+    Flat(Vec<PathBuf>),
+    Gguf(Box<GgufFile>),
+}
+
+pub struct Source {
+    /// As the user wrote it.
+    pub spec: String,
+    pub kind: SourceKind,
+}
+
+/// What to draw from a source.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Dataset sample indices or flat-folder file indices.
+    Indices(Vec<usize>),
+    /// One class id per generated image.
+    Classes(Vec<u32>),
+}
+
+impl Plan {
+    pub fn len(&self) -> usize {
+        match self {
+            Plan::Indices(v) => v.len(),
+            Plan::Classes(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn is_gguf(p: &Path) -> bool {
+    if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    p.is_file() && std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GGUF"
+}
+
+/// Image files directly inside `dir` (sorted), if it has no sub-directories.
+fn flat_images(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let p = e.ok()?.path();
+        let hidden = p.file_name().is_some_and(|f| f.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            return None;
+        }
+        if has_image_extension(&p) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    (!files.is_empty()).then_some(files)
+}
+
+impl Source {
+    pub fn open(spec: &str) -> Result<Source> {
+        let p = Path::new(spec);
+        let kind = if is_gguf(p) {
+            let f = GgufFile::open(p).bad_input(p.display())?;
+            // Validate now, so a bad file fails before any work.
+            Model::load(&f).map_err(|e| bad_input(format!("{}: {e}", p.display())))?;
+            SourceKind::Gguf(Box::new(f))
+        } else if let Some(files) = p.is_dir().then(|| flat_images(p)).flatten() {
+            SourceKind::Flat(files)
+        } else {
+            SourceKind::Dataset(resolve_data(spec, None)?)
+        };
+        Ok(Source { spec: spec.to_string(), kind })
+    }
+
+    /// `dataset`, `folder` or `gguf`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Dataset(_) => "dataset",
+            SourceKind::Flat(_) => "folder",
+            SourceKind::Gguf(_) => "gguf",
+        }
+    }
+
+    pub fn is_model(&self) -> bool {
+        matches!(self.kind, SourceKind::Gguf(_))
+    }
+
+    /// One line for logs.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            SourceKind::Dataset(d) => d.describe(),
+            SourceKind::Flat(f) => format!("{} ({} images, flat folder)", self.spec, f.len()),
+            SourceKind::Gguf(f) => match Model::load(f) {
+                Ok(m) => format!("{} (model '{}', {} px, {} classes)", self.spec, m.cfg.name, m.cfg.image_size, m.cfg.num_classes),
+                Err(_) => self.spec.clone(),
+            },
+        }
+    }
+
+    /// The images' own side: the model's image size, else the shorter side
+    /// of the first image.
+    pub fn native_size(&self) -> Result<usize> {
+        let img = match &self.kind {
+            SourceKind::Gguf(f) => return Ok(Model::load(f)?.cfg.image_size),
+            SourceKind::Dataset(d) => d.image(0)?,
+            SourceKind::Flat(f) => decode_rgb(&f[0])?,
+        };
+        Ok(img.width().min(img.height()) as usize)
+    }
+
+    /// Class names, when the source has labels.
+    pub fn class_names(&self) -> Option<Vec<String>> {
+        match &self.kind {
+            SourceKind::Dataset(d) => Some(d.class_names().to_vec()),
+            SourceKind::Flat(_) => None,
+            SourceKind::Gguf(f) => Model::load(f).ok().map(|m| (0..m.cfg.num_classes).map(|i| m.cfg.class_name(i)).collect()),
+        }
+    }
+
+    /// Resolve `--class` (`all`, an id, or a name) against this source's
+    /// classes: None = all.
+    pub fn class_filter(&self, class: &str) -> Result<Option<u32>> {
+        if class == "all" {
+            return Ok(None);
+        }
+        if let SourceKind::Gguf(f) = &self.kind {
+            return Ok(Some(Model::load(f)?.class_id(class)?));
+        }
+        let names = self.class_names().ok_or_else(|| bad_input(format!("--class {class}: {} is a folder without classes; use --class all", self.spec)))?;
+        if let Ok(id) = class.parse::<usize>() {
+            if id < names.len() {
+                return Ok(Some(id as u32));
+            }
+            return Err(bad_input(format!("--class {id}: {} has classes 0..{}", self.spec, names.len())));
+        }
+        let norm = |s: &str| s.to_lowercase().replace(['_', ' ', '/'], "-");
+        names
+            .iter()
+            .position(|c| norm(c) == norm(class))
+            .map(|i| Some(i as u32))
+            .ok_or_else(|| bad_input(format!("--class {class}: not a class of {} ({})", self.spec, names.join(", "))))
+    }
+
+    /// Choose `n` images (see the module docs).
+    pub fn plan(&self, n: usize, class: Option<u32>, seed: u64) -> Result<Plan> {
+        match &self.kind {
+            SourceKind::Gguf(f) => {
+                let classes = match class {
+                    Some(c) => vec![c; n],
+                    None => {
+                        let nc = Model::load(f)?.cfg.num_classes;
+                        (0..nc).flat_map(|c| std::iter::repeat_n(c as u32, n / nc + usize::from(c < n % nc))).collect()
+                    }
+                };
+                Ok(Plan::Classes(classes))
+            }
+            SourceKind::Dataset(d) => {
+                let (order, _) = epoch_order(d.len(), seed, 0, false);
+                let picked: Vec<usize> = order.into_iter().map(|i| i as usize).filter(|&i| class.is_none_or(|c| d.label(i) == c)).take(n).collect();
+                if picked.is_empty() {
+                    return Err(bad_input(format!("{}: no image of the selected class", self.spec)));
+                }
+                Ok(Plan::Indices(picked))
+            }
+            SourceKind::Flat(files) => {
+                let (order, _) = epoch_order(files.len(), seed, 0, false);
+                Ok(Plan::Indices(order.into_iter().map(|i| i as usize).take(n).collect()))
+            }
+        }
+    }
+
+    /// Call `f` with consecutive batches of the planned images as
+    /// `[B,3,size,size]` tensors in [-1, 1], and the number of images so far.
+    pub fn for_each_batch(
+        &self,
+        plan: &Plan,
+        size: usize,
+        seed: u64,
+        settings: &SampleSettings,
+        device: &Device,
+        mut f: impl FnMut(Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let to_tensor = |imgs: Vec<RgbImage>| -> Result<Tensor> {
+            let b = imgs.len();
+            let data: Vec<f32> = imgs.iter().flat_map(to_chw_pm1).collect();
+            Ok(Tensor::from_vec(data, (b, 3, size, size), device)?)
+        };
+        match (&self.kind, plan) {
+            (SourceKind::Gguf(file), Plan::Classes(classes)) => {
+                let model = Model::load(file)?;
+                let (c, s, l) = (model.cfg.channels, model.cfg.image_size, model.cfg.latent_tokens);
+                for (j, chunk) in classes.chunks(GEN_BATCH).enumerate() {
+                    let opts = GenerateOptions { sampling: settings.sampling.clone(), cfg_scale: settings.cfg_scale, seed: batch_seed(seed, j) };
+                    let g = generate(&model, chunk, l, &opts, false, |_| {})?;
+                    let images = model.decoder.decode(&g.ids)?;
+                    let imgs: Vec<RgbImage> = (0..chunk.len()).map(|i| prepare(to_rgb8(&images, i, c, s), size, false)).collect();
+                    f(to_tensor(imgs)?)?;
+                }
+                Ok(())
+            }
+            (SourceKind::Dataset(d), Plan::Indices(idx)) => {
+                for chunk in idx.chunks(LOAD_BATCH) {
+                    let imgs = chunk.par_iter().map(|&i| d.get(i, size, false).map(|(img, _)| img)).collect::<Result<Vec<_>>>()?;
+                    f(to_tensor(imgs)?)?;
+                }
+                Ok(())
+            }
+            (SourceKind::Flat(files), Plan::Indices(idx)) => {
+                for chunk in idx.chunks(LOAD_BATCH) {
+                    let imgs = chunk.par_iter().map(|&i| decode_rgb(&files[i]).map(|img| prepare(img, size, false))).collect::<Result<Vec<_>>>()?;
+                    f(to_tensor(imgs)?)?;
+                }
+                Ok(())
+            }
+            _ => Err(anyhow::anyhow!("plan does not match the source")),
+        }
+    }
+
+    /// What identifies this source's images for the statistics cache, or
+    /// None when they must not be cached (generated images).
+    pub fn cache_identity(&self) -> Option<String> {
+        match &self.kind {
+            SourceKind::Dataset(d) => Some(format!("{} | {}", self.spec, d.describe())),
+            SourceKind::Flat(f) => {
+                let dir = std::fs::canonicalize(&self.spec).unwrap_or_else(|_| PathBuf::from(&self.spec));
+                // Names and sizes: a changed file set gives another key.
+                let mut h = Fnv::default();
+                for p in f {
+                    h.write(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+                    h.write(&std::fs::metadata(p).map(|m| m.len()).unwrap_or(0).to_le_bytes());
+                }
+                Some(format!("{} | {} files | {:016x}", dir.display(), f.len(), h.0))
+            }
+            SourceKind::Gguf(_) => None,
+        }
+    }
+}
+
+/// The seed of generation batch `j`.
+pub fn batch_seed(seed: u64, j: usize) -> u64 {
+    let mut r = SplitMix64::new(seed ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    r.next_u64()
+}
+
+/// FNV-1a 64, for cache keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
