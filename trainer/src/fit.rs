@@ -4,6 +4,7 @@
 //! signal finishes the step, saves and exits 130/143.
 
 use crate::data::{resolve_data, DataPosition, Loader};
+use crate::disc::{DiscConfig, PatchGan};
 use crate::joint::{joint_forward, Batch as JointBatch, LossConfig};
 use crate::loss::{accuracy, codebook_stats};
 use crate::optim::{lr_at, Adam, Ema, Group, GroupConfig};
@@ -64,6 +65,20 @@ pub struct TrainConfig {
     /// Frozen VFM for the alignment terms: "dinov2" or "off".
     #[serde(default = "default_vfm")]
     pub vfm: String,
+    /// Forward/backward passes of `batch` images per optimizer step (gradients summed, each
+    /// pass's loss divided by this).
+    #[serde(default = "default_accum")]
+    pub accum: usize,
+    /// IBQ temperature τ for a fresh run (replaces the config's; None keeps it).
+    #[serde(default)]
+    pub tau: Option<f64>,
+    /// The optional PatchGAN discriminator.
+    #[serde(default)]
+    pub disc: DiscConfig,
+}
+
+fn default_accum() -> usize {
+    1
 }
 
 fn default_sample_every() -> u64 {
@@ -99,6 +114,9 @@ pub struct FitOptions {
     /// Stop (and save) after this step without changing the schedule of
     /// `train.steps`; resuming later continues the same run.
     pub stop_at: Option<u64>,
+    /// Stop (without saving) after this many NaN/infinite-loss steps in a
+    /// row; each is skipped without an update (see `faults::NanGuard`).
+    pub max_nan_steps: usize,
 }
 
 /// Which parts a step trains.
@@ -160,6 +178,9 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         return Err(bad_input(format!("--data {} has {} classes but the config has {}", train.data, dataset.class_names().len(), cfg.num_classes)));
     }
     let mut cfg = cfg;
+    if let (Some(tau), None) = (train.tau, &state) {
+        cfg.tau = tau;
+    }
     if cfg.class_names.is_empty() && dataset.class_names().len() == cfg.num_classes {
         cfg.class_names = dataset.class_names().to_vec();
     }
@@ -181,6 +202,17 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
     };
     if let (Some(o), Some(s)) = (opt_state, &state) {
         opt.load_state(&o, s.step).context("optimizer.safetensors")?;
+    }
+    let mut disc = match train.disc.on {
+        true => Some(PatchGan::new(&train.disc, cfg.channels, cfg.image_size, train.seed, dev)?),
+        false => None,
+    };
+    if let (Some(d), Some(dir)) = (&mut disc, &opts.resume) {
+        let path = dir.join(DISC_FILE);
+        if path.exists() {
+            let saved = candle_core::safetensors::load(&path, dev).bad_input(path.display())?;
+            d.load_state(&saved).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+        }
     }
     // Frozen pretrained nets (plain tensors: no gradient reaches them).
     let lpips = match train.lpips.as_str() {
@@ -206,31 +238,56 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
     let started = Instant::now();
     let start_step = step;
     let stop = opts.stop_at.unwrap_or(train.steps).min(train.steps);
+    let mut nan_guard = crate::faults::NanGuard::new(opts.max_nan_steps);
     while step < stop {
         let t0 = Instant::now();
         let ph = phase(train.mode, step, train.steps);
         let w = losses_for(&train.loss, train.mode, ph);
         let lr = lr_at(step, train.steps, train.warmup, train.lr, train.min_lr);
-        // ---- one step ----
-        let batch = loader.next_batch(train.batch)?;
-        let feats = match &vfm {
-            Some(net) => Some(net.vfm_features_for_grid(&batch.images, cfg.grid())?.detach()),
-            None => None,
-        };
-        let jb = JointBatch { images: batch.images, classes: batch.labels, vfm: feats };
-        let out = joint_forward(&model, &jb, &w, lpips.as_ref(), &mut rng)?;
-        let grads = out.loss.backward()?;
+        // ---- one step: `accum` passes, gradients summed ----
+        let gan_on = disc.is_some() && step >= train.disc.start && ph != Phase::ArOnly;
+        let accum = train.accum.max(1);
+        let mut grads: Option<candle_core::backprop::GradStore> = None;
+        let (mut loss_sum, mut disc_terms) = (0.0, Vec::new());
+        let mut last = None;
+        for _ in 0..accum {
+            let batch = loader.next_batch(train.batch)?;
+            let feats = match &vfm {
+                Some(net) => Some(net.vfm_features_for_grid(&batch.images, cfg.grid())?.detach()),
+                None => None,
+            };
+            let jb = JointBatch { images: batch.images, classes: batch.labels, vfm: feats };
+            let mut out = joint_forward(&model, &jb, &w, lpips.as_ref(), &mut rng)?;
+            if let (Some(d), true) = (&mut disc, gan_on) {
+                let g = d.generator_loss(&out.recon)?;
+                out.loss = (&out.loss + (&g * train.disc.weight)?)?;
+                out.terms.push(("gan_g", g));
+                disc_terms.push(d.step(&jb.images, &out.recon)?);
+            }
+            loss_sum += out.loss.to_scalar::<f32>()? as f64;
+            let g = if accum == 1 { out.loss.backward()? } else { (&out.loss / accum as f64)?.backward()? };
+            grads = Some(match grads.take() {
+                None => g,
+                Some(acc) => add_grads(acc, g, &vars)?,
+            });
+            last = Some((jb, out));
+        }
+        let (grads, (jb, out)) = (grads.expect("accum >= 1"), last.expect("accum >= 1"));
+        let step_loss = loss_sum / accum as f64;
         let norm = opt.grad_norm(&grads)?;
         let scale = if train.grad_clip > 0.0 && norm > train.grad_clip { train.grad_clip / norm } else { 1.0 };
-        match ph {
-            Phase::Joint => opt.update(&grads, lr, scale)?,
-            // The frozen half's weights must not move at all: update one group.
-            Phase::TokenizerOnly => update_group(&mut opt, &grads, lr, scale, "tokenizer")?,
-            Phase::ArOnly => update_group(&mut opt, &grads, lr, scale, "ar")?,
+        // A NaN/infinite loss or gradient: no update at all (faults.rs).
+        if !nan_guard.skip(step, step_loss, norm)? {
+            match ph {
+                Phase::Joint => opt.update(&grads, lr, scale)?,
+                // The frozen half's weights must not move at all: update one group.
+                Phase::TokenizerOnly => update_group(&mut opt, &grads, lr, scale, "tokenizer")?,
+                Phase::ArOnly => update_group(&mut opt, &grads, lr, scale, "ar")?,
+            }
+            ema.update(&vars)?;
         }
-        ema.update(&vars)?;
         step += 1;
-        last_loss = out.loss.to_scalar::<f32>()? as f64;
+        last_loss = step_loss;
         // ---- log ----
         if step % train.log_every.max(1) == 0 || step == train.steps {
             let ids: Vec<u32> = out.ids.flatten_all()?.to_vec1()?;
@@ -244,15 +301,27 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
             for (name, t) in &out.terms {
                 rec[*name] = serde_json::json!(t.to_scalar::<f32>()?);
             }
+            if let Some(d) = disc_terms.last() {
+                rec["disc_hinge"] = serde_json::json!(d.hinge);
+                rec["disc_lecam"] = serde_json::json!(d.lecam);
+                rec["disc_real_logit"] = serde_json::json!(d.real_logit);
+                rec["disc_fake_logit"] = serde_json::json!(d.fake_logit);
+            }
             append_metrics(&opts.out, &rec)?;
         }
         bar.set_position(step);
         bar.set_message(format!("loss {last_loss:.4}"));
         if (train.sample_every > 0 && step % train.sample_every == 0) || step == stop {
             write_samples(&model, &jb.images, &out, &opts.out, step)?;
+            // A plot that cannot be drawn must not stop a run.
+            if let Err(e) = crate::plot::plot_losses(&opts.out.join(checkpoint::METRICS_FILE), &opts.out.join(LOSS_PLOT_FILE)) {
+                bar.println(format!("warning: {}: {e:#}", LOSS_PLOT_FILE));
+            }
         }
         let interrupted = opts.signals.as_ref().and_then(|s| s.received());
-        if step % train.save_every.max(1) == 0 || step == stop || interrupted.is_some() {
+        // Periodic saves wait out a NaN streak; the final and the signal save do not
+        // (a skipped step changed no weight).
+        if (step % train.save_every.max(1) == 0 && !nan_guard.in_streak()) || step == stop || interrupted.is_some() {
             let state = TrainState {
                 step,
                 rng: rng.0,
@@ -262,7 +331,7 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
                 losses: out.terms.iter().map(|(n, _)| n.to_string()).collect(),
                 train: train.clone(),
             };
-            save_run(&opts.out, &cfg, &vars, &ema, &opt, &state, train.keep)?;
+            save_run(&opts.out, &cfg, &vars, &ema, &opt, disc.as_ref(), &state, train.keep).map_err(|e| crate::faults::save_failed(&opts.out, e))?;
         }
         if let Some(sig) = interrupted {
             bar.abandon_with_message(format!("interrupted at step {step}; checkpoint saved in {}", opts.out.display()));
@@ -329,6 +398,7 @@ fn load_run(dir: &Path, dev: &Device) -> Result<Loaded> {
     let ema = checkpoint::load_weights(dir, &cfg, WeightSet::Ema, dev)?;
     let state_path = dir.join(checkpoint::STATE_FILE);
     let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path).bad_input(state_path.display())?).bad_input(state_path.display())?;
+    crate::faults::check_state(&state).bad_input(state_path.display())?;
     let opt_path = dir.join(checkpoint::OPTIMIZER_FILE);
     let opt = candle_core::safetensors::load(&opt_path, dev).bad_input(opt_path.display())?;
     Ok((cfg, ParamStore::from_tensors(raw), Some(ema.into_iter().collect()), Some(opt), Some(state)))
@@ -337,8 +407,9 @@ fn load_run(dir: &Path, dev: &Device) -> Result<Loaded> {
 /// Write the latest checkpoint at the top level of `out`: every file staged
 /// and fsynced first, the previous checkpoint moved to history/ (when kept),
 /// then renamed into place with state.json last.
-fn save_run(out: &Path, cfg: &Config, vars: &BTreeMap<String, candle_core::Var>, ema: &Ema, opt: &Adam, state: &TrainState, keep: usize) -> Result<()> {
-    let staging = out.join(format!(".staging-{}", std::process::id()));
+#[allow(clippy::too_many_arguments)]
+fn save_run(out: &Path, cfg: &Config, vars: &BTreeMap<String, candle_core::Var>, ema: &Ema, opt: &Adam, disc: Option<&PatchGan>, state: &TrainState, keep: usize) -> Result<()> {
+    let staging = crate::faults::staging_dir(out);
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
     let raw: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
@@ -348,15 +419,20 @@ fn save_run(out: &Path, cfg: &Config, vars: &BTreeMap<String, candle_core::Var>,
     checkpoint::save_weights(&staging.join(checkpoint::MODEL_FILE), &raw)?;
     checkpoint::save_weights(&staging.join(checkpoint::EMA_FILE), &ema_w)?;
     checkpoint::save_weights(&staging.join(checkpoint::OPTIMIZER_FILE), &opt_w)?;
+    let mut files = vec![checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE, checkpoint::EMA_FILE, checkpoint::OPTIMIZER_FILE];
+    if let Some(d) = disc {
+        checkpoint::save_weights(&staging.join(DISC_FILE), &d.state()?)?;
+        files.push(DISC_FILE);
+    }
     std::fs::write(staging.join(checkpoint::STATE_FILE), serde_json::to_string_pretty(state)?)?;
     checkpoint::sync_path(&staging.join(checkpoint::STATE_FILE))?;
-    let files = [checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE, checkpoint::EMA_FILE, checkpoint::OPTIMIZER_FILE, checkpoint::STATE_FILE];
+    files.push(checkpoint::STATE_FILE);
     if keep > 0 {
         if let Ok(text) = std::fs::read_to_string(out.join(checkpoint::STATE_FILE)) {
             if let Ok(prev) = serde_json::from_str::<TrainState>(&text) {
                 let hist = out.join(checkpoint::HISTORY_DIR).join(format!("step-{:07}", prev.step));
                 std::fs::create_dir_all(&hist)?;
-                for f in files {
+                for f in &files {
                     if out.join(f).exists() {
                         std::fs::copy(out.join(f), hist.join(f))?;
                     }
@@ -365,12 +441,27 @@ fn save_run(out: &Path, cfg: &Config, vars: &BTreeMap<String, candle_core::Var>,
             }
         }
     }
-    for f in files {
-        std::fs::rename(staging.join(f), out.join(f))?;
+    // Crash-safe: a kill at any point leaves the old checkpoint or the new one.
+    checkpoint::commit_staged(out, &staging, &files)
+}
+
+/// The discriminator's weights, moments and LeCam state (runs with `--disc patchgan`).
+pub const DISC_FILE: &str = "disc.safetensors";
+/// The loss curves, redrawn with each sample grid.
+pub const LOSS_PLOT_FILE: &str = "losses.png";
+
+/// `acc + g` for every variable's gradient (gradient accumulation).
+fn add_grads(mut acc: candle_core::backprop::GradStore, g: candle_core::backprop::GradStore, vars: &BTreeMap<String, candle_core::Var>) -> Result<candle_core::backprop::GradStore> {
+    for var in vars.values() {
+        let t = var.as_tensor();
+        let sum = match (acc.get(t), g.get(t)) {
+            (Some(a), Some(b)) => (a + b)?.detach(),
+            (None, Some(b)) => b.detach(),
+            _ => continue,
+        };
+        acc.insert(t, sum);
     }
-    checkpoint::sync_path(out)?;
-    std::fs::remove_dir_all(&staging)?;
-    Ok(())
+    Ok(acc)
 }
 
 fn prune_history(hist: &Path, keep: usize) -> Result<()> {

@@ -4,9 +4,12 @@
 /// The checkpoint directory format lives in eostok-models (the quantizer reads it too).
 pub use eostok_models::checkpoint;
 pub mod data;
+pub mod disc;
+pub mod faults;
 pub mod eval;
 pub mod fit;
 pub mod joint;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod samples;

@@ -64,3 +64,45 @@ fn apr_gradient_reaches_ar_and_tokenizer_only_when_on() {
     assert!(out.apr_image.is_none());
     assert!(!out.terms.iter().any(|(n, _)| *n == "apr_l2"));
 }
+
+#[test]
+fn class_dropout_trains_the_null_class_row() {
+    // forward_train drops labels to the null class (p = 0.1): that row of the class table
+    // must get a gradient (CFG needs it), a class absent from the batch must not.
+    let cfg = Config::preset("tiny").unwrap();
+    let dev = Device::Cpu;
+    let (model, store) = Eostok::random(&cfg, 0, DType::F32, &dev).unwrap();
+    let b = 48;
+    let images = Tensor::rand(-1f32, 1.0, (b, 3, 32, 32), &dev).unwrap();
+    let classes: Vec<u32> = (0..b as u32).map(|i| i % 5).collect();
+    let batch = Batch { images, classes, vfm: None };
+    let w = LossConfig { nested_dropout: 0.0, ..Default::default() };
+    let mut rng = SplitMix64::new(11);
+    let out = joint_forward(&model, &batch, &w, None, &mut rng).unwrap();
+    let grads = out.loss.backward().unwrap();
+    let table = &store.vars()[&format!("{}.weight", eostok_models::names::AR_CLS_EMBD)];
+    let g = grads.get(table.as_tensor()).expect("class table gradient");
+    let row = |i: usize| g.get(i).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(row(cfg.null_class()) > 0.0, "the null-class row got no gradient");
+    assert!(row(2) > 0.0, "a class in the batch got no gradient");
+    assert_eq!(row(7), 0.0, "class 7 is not in the batch but got a gradient");
+}
+
+#[test]
+fn im2col_matches_tensor_ops_forward_and_backward() {
+    use eostok_train::disc::{im2col, im2col_reference};
+    let dev = Device::Cpu;
+    for (shape, k, stride, pad) in [((2, 3, 9, 7), 4, 2, 1), ((1, 5, 6, 6), 3, 1, 1), ((3, 2, 8, 8), 4, 2, 1)] {
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap();
+        let (a, b) = (im2col(&x, k, stride, pad).unwrap(), im2col_reference(&x, k, stride, pad).unwrap());
+        assert_eq!(a.dims(), b.dims());
+        let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0, "im2col forward {shape:?}");
+        let w = Tensor::randn(0f32, 1.0, a.dims(), &dev).unwrap();
+        let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+        let diff = (ga - gb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "col2im backward {shape:?}: {diff}");
+    }
+}

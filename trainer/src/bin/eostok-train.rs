@@ -63,6 +63,9 @@ struct FitArgs {
     /// Stop and save after this step, keeping the schedule of --steps (continue with --resume).
     #[arg(long)]
     stop_at: Option<u64>,
+    /// A step whose loss is NaN or infinite is skipped (no update); after this many in a row the run stops with a non-zero exit, without saving over the last checkpoint.
+    #[arg(long, default_value_t = eostok_train::faults::DEFAULT_MAX_NAN_STEPS)]
+    max_nan_steps: usize,
     /// Run directory: the latest checkpoint, metrics.jsonl, history/.
     #[arg(long)]
     out: PathBuf,
@@ -114,6 +117,27 @@ struct FitArgs {
     /// Random horizontal flips.
     #[arg(long)]
     hflip: bool,
+    /// Gradient accumulation: passes of --batch images per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    accum: usize,
+    /// IBQ temperature τ of a fresh run (default: the config's; see `docs/tau.md`).
+    #[arg(long)]
+    tau: Option<f64>,
+    /// Discriminator: patchgan (hinge GAN + LeCam, own Adam) or off.
+    #[arg(long, value_parser = ["patchgan", "off"], default_value = "off")]
+    disc: String,
+    /// Weight of the generator's GAN term.
+    #[arg(long, default_value_t = 0.1)]
+    gan_weight: f64,
+    /// First step with the GAN term and discriminator updates.
+    #[arg(long, default_value_t = 0)]
+    gan_start: u64,
+    /// LeCam regulariser weight.
+    #[arg(long, default_value_t = 0.05)]
+    lecam: f64,
+    /// Discriminator learning rate (constant).
+    #[arg(long, default_value_t = 1e-4)]
+    disc_lr: f64,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -159,8 +183,16 @@ fn fit(a: FitArgs) -> Result<()> {
         "cpu" => Device::Cpu,
         other => return Err(exit::bad_input(format!("--device {other}: only cpu in this build"))),
     };
-    if a.batch == 0 || a.steps == 0 {
-        return Err(exit::bad_input("--steps and --batch must be positive"));
+    if a.batch == 0 || a.steps == 0 || a.accum == 0 {
+        return Err(exit::bad_input("--steps, --batch and --accum must be positive"));
+    }
+    if let Some(tau) = a.tau {
+        if !(tau.is_finite() && tau > 0.0) {
+            return Err(exit::bad_input(format!("--tau {tau}: must be a positive number")));
+        }
+        if a.resume.is_some() {
+            return Err(exit::bad_input("--tau applies to a fresh run; a resumed run keeps its config's τ"));
+        }
     }
     if a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
         return Err(exit::bad_input(format!("{}: run directory is not empty (use --resume {} to continue it)", a.out.display(), a.out.display())));
@@ -187,8 +219,12 @@ fn fit(a: FitArgs) -> Result<()> {
         loss: Default::default(),
         lpips: a.lpips,
         vfm: a.vfm,
+        accum: a.accum,
+        tau: a.tau,
+        disc: eostok_train::disc::DiscConfig { on: a.disc == "patchgan", weight: a.gan_weight, start: a.gan_start, lecam: a.lecam, lr: a.disc_lr, ..Default::default() },
     };
+    eostok_train::faults::check_train(&train)?;
     let signals = exit::SignalFlag::install()?;
-    eostok_train::fit::fit(FitOptions { config: a.config, out: a.out, resume: a.resume, train, device, progress: !a.quiet, signals: Some(signals), stop_at: a.stop_at })?;
+    eostok_train::fit::fit(FitOptions { config: a.config, out: a.out, resume: a.resume, train, device, progress: !a.quiet, signals: Some(signals), stop_at: a.stop_at, max_nan_steps: a.max_nan_steps })?;
     Ok(())
 }
