@@ -10,6 +10,7 @@ mod decode;
 mod gen;
 mod kernels;
 mod roofline;
+mod train;
 mod util;
 mod vs;
 
@@ -182,6 +183,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Training steps/s of the joint E2E step (tiny, small; batch 64; CPU) against the same
+    /// step in PyTorch, the two-stage phases, NTP-only and EOSTOK_FUSED=0 (benches/TRAINING.md).
+    Train(train::TrainArgs),
+    #[command(hide = true)]
+    TrainChild(train::ChildArgs),
 }
 
 /// One global rayon pool of `threads` (ours and candle's quantized matmul), and candle's
@@ -315,6 +321,12 @@ fn main() -> ExitCode {
             set_threads(threads)?;
             preamble(json, threads);
             vs::vs_candle(&configs, &types, threads, tokens, rounds, json)
+        }
+        Command::Train(a) => train::run(&a),
+        Command::TrainChild(a) => {
+            let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+            set_threads(threads)?;
+            train::child(&a)
         }
     })
 }
