@@ -157,6 +157,18 @@ fn group_of(phase: Phase) -> Option<&'static str> {
     }
 }
 
+/// CPU seconds (user + system, every thread) of this process so far, from
+/// /proc/self/stat (clock ticks of 1/100 s). On a shared machine this moves far
+/// less than wall time; spinning threads count in it.
+fn cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn status_kb(key: &str) -> u64 {
     util::proc_kb("/proc/self/status", key).unwrap_or(0)
 }
@@ -217,10 +229,12 @@ pub fn child(a: &ChildArgs) -> Result<()> {
     // Reset VmHWM to the current RSS: the peak below is the step loop's.
     let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut first_loss = f64::NAN;
     let mut last_loss = f64::NAN;
     for i in 0..a.warmup + a.steps {
         let t0 = Instant::now();
+        let c0 = cpu_seconds();
         let loss = step(&model, &batch, &w, a.phase, &mut rng)?;
         let grads = loss.backward()?;
         let norm = opt.grad_norm(&grads)?;
@@ -238,6 +252,7 @@ pub fn child(a: &ChildArgs) -> Result<()> {
         drop(grads);
         if i >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
+            cpu.push(cpu_seconds() - c0);
         }
         if i == 0 {
             first_loss = l;
@@ -257,6 +272,8 @@ pub fn child(a: &ChildArgs) -> Result<()> {
         "steps": times.len(),
         "step_s": times,
         "steps_per_s": times.len() as f64 / total.max(1e-12),
+        "cpu_s": cpu,
+        "cpu_s_per_step": cpu.iter().sum::<f64>() / cpu.len().max(1) as f64,
         "rss_before_bytes": rss_before,
         "peak_rss_bytes": status_kb("VmHWM"),
         "hwm_reset": hwm_reset,
@@ -571,6 +588,7 @@ fn report(
             ("variant", 26),
             ("steps/s median (min–max)", 25),
             ("ms/step", 8),
+            ("CPU s/step", 10),
             ("img/s", 7),
             ("peak RSS MiB", 12),
             ("step Δ MiB", 10),
@@ -584,6 +602,12 @@ fn report(
         let base = sps(0);
         for (vi, v) in vars.iter().enumerate() {
             let s = Stats::of(&sps(vi));
+            let cpu = Stats::of(
+                &per[vi]
+                    .iter()
+                    .map(|r| f(r, "cpu_s_per_step"))
+                    .collect::<Vec<_>>(),
+            );
             let rss = Stats::of(
                 &per[vi]
                     .iter()
@@ -609,6 +633,7 @@ fn report(
                     v.label.into(),
                     s.show(3),
                     format!("{:.0}", 1e3 / s.median),
+                    format!("{:.2}", cpu.median),
                     format!("{:.1}", s.median * a.batch as f64),
                     format!("{:.0}", util::mib(rss.median)),
                     format!("{:.0}", util::mib(delta.median)),
@@ -616,87 +641,83 @@ fn report(
                     if vi == 0 { "1".into() } else { format!("time ×{}", rel.show(2)) },
                 ],
                 json!({"bench": "train", "config": cfg.name, "variant": v.label, "batch": a.batch, "threads": a.threads,
-                       "steps_per_s": s.json(), "peak_rss_bytes": rss.json(), "step_rss_delta_bytes": delta.json(),
+                       "steps_per_s": s.json(), "cpu_s_per_step": cpu.json(), "peak_rss_bytes": rss.json(), "step_rss_delta_bytes": delta.json(),
                        "params_trained": params, "step_time_vs_ours_e2e": rel.json(), "rounds": per[vi]}),
             );
         }
         if torch.is_none() && !a.no_torch {
             t.row(
-                &[cfg.name.clone(), "pytorch e2e".into(), "absent".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()],
+                &[cfg.name.clone(), "pytorch e2e".into(), "absent".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()],
                 json!({"bench": "train", "config": cfg.name, "variant": "pytorch e2e", "absent": true}),
             );
         }
     }
-    // Summary ratios, each taken within a round.
+    // Summary ratios, each taken within a round, on wall time and on CPU time.
     let mut s = util::Table::new(
         a.json,
         &[
             ("config", 6),
-            ("ratio", 44),
-            ("median (min–max) over rounds", 30),
+            ("ratio", 42),
+            ("wall: median (min–max)", 24),
+            ("CPU time: median (min–max)", 27),
         ],
     );
     for (ci, (_, cfg)) in cfgs.iter().enumerate() {
         let per = &results[ci];
         let idx = |label: &str| vars.iter().position(|v| v.label == label);
-        let sp = |vi: usize, r: usize| f(&per[vi][r], "steps_per_s");
-        let mut ratio = |name: &str, vals: Vec<f64>| {
-            let st = Stats::of(&vals);
-            s.row(&[cfg.name.clone(), name.into(), st.show(3)], json!({"bench": "train-ratio", "config": cfg.name, "ratio": name, "value": st.json()}));
+        // Seconds per step of variant vi in round r, wall or CPU.
+        let tm = |vi: usize, r: usize, cpu: bool| {
+            if cpu {
+                f(&per[vi][r], "cpu_s_per_step")
+            } else {
+                1.0 / f(&per[vi][r], "steps_per_s")
+            }
         };
-        let rounds = 0..a.rounds;
-        if let Some(tv) = idx("pytorch e2e") {
-            ratio(
-                "steps/s ours / PyTorch (goal >= 1)",
-                rounds.clone().map(|r| sp(0, r) / sp(tv, r)).collect(),
+        let mut ratio = |name: &str, g: &dyn Fn(usize, bool) -> f64| {
+            let w = Stats::of(&(0..a.rounds).map(|r| g(r, false)).collect::<Vec<_>>());
+            let c = Stats::of(&(0..a.rounds).map(|r| g(r, true)).collect::<Vec<_>>());
+            s.row(
+                &[cfg.name.clone(), name.into(), w.show(3), c.show(3)],
+                json!({"bench": "train-ratio", "config": cfg.name, "ratio": name, "wall": w.json(), "cpu": c.json()}),
             );
+        };
+        if let Some(tv) = idx("pytorch e2e") {
+            ratio("speed ours / PyTorch (goal >= 1)", &|r, c| {
+                tm(tv, r, c) / tm(0, r, c)
+            });
         }
         if let Some(u) = idx("ours e2e EOSTOK_FUSED=0") {
-            ratio(
-                "steps/s fused / unfused",
-                rounds.clone().map(|r| sp(0, r) / sp(u, r)).collect(),
-            );
-        }
-        if let (Some(tok), Some(ar)) = (
-            idx("ours two-stage tok (fit)"),
-            idx("ours two-stage ar (fit)"),
-        ) {
-            ratio(
-                "step time e2e / two-stage (fit.rs phases)",
-                rounds
-                    .clone()
-                    .map(|r| (1.0 / sp(0, r)) / (0.5 * (1.0 / sp(tok, r) + 1.0 / sp(ar, r))))
-                    .collect(),
-            );
-        }
-        if let (Some(tok), Some(ar)) = (
-            idx("ours two-stage tok (min)"),
-            idx("ours two-stage ar (min)"),
-        ) {
-            ratio(
-                "step time e2e / two-stage (minimal phases)",
-                rounds
-                    .clone()
-                    .map(|r| (1.0 / sp(0, r)) / (0.5 * (1.0 / sp(tok, r) + 1.0 / sp(ar, r))))
-                    .collect(),
-            );
-            // Both stages trained for the E2E run's step count: e2e / (tok + ar).
-            ratio(
-                "step time e2e / (min tok + min ar)",
-                rounds
-                    .clone()
-                    .map(|r| (1.0 / sp(0, r)) / (1.0 / sp(tok, r) + 1.0 / sp(ar, r)))
-                    .collect(),
-            );
+            ratio("speed fused / unfused", &|r, c| tm(u, r, c) / tm(0, r, c));
         }
         if let Some(n) = idx("ours ntp-only") {
-            ratio(
-                "step time e2e / ntp-only",
-                rounds
-                    .clone()
-                    .map(|r| (1.0 / sp(0, r)) / (1.0 / sp(n, r)))
-                    .collect(),
-            );
+            ratio("step time e2e / ntp-only", &|r, c| {
+                tm(0, r, c) / tm(n, r, c)
+            });
+        }
+        let pairs = [
+            (
+                "fit.rs",
+                "ours two-stage tok (fit)",
+                "ours two-stage ar (fit)",
+            ),
+            (
+                "minimal",
+                "ours two-stage tok (min)",
+                "ours two-stage ar (min)",
+            ),
+        ];
+        for (tag, tok, ar) in pairs {
+            if let (Some(tok), Some(ar)) = (idx(tok), idx(ar)) {
+                // Same step count, first half tokenizer, second half AR (fit --mode two-stage).
+                ratio(
+                    &format!("step time e2e / mean(tok, ar) ({tag})"),
+                    &|r, c| tm(0, r, c) / (0.5 * (tm(tok, r, c) + tm(ar, r, c))),
+                );
+                // Both stages trained for the E2E run's step count.
+                ratio(&format!("step time e2e / (tok + ar) ({tag})"), &|r, c| {
+                    tm(0, r, c) / (tm(tok, r, c) + tm(ar, r, c))
+                });
+            }
         }
     }
     if !a.json {

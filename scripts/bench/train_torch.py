@@ -376,9 +376,10 @@ def main():
         hwm_reset = True
     except OSError:
         hwm_reset = False
-    times, first, last = [], float("nan"), float("nan")
+    times, cpu, first, last = [], [], float("nan"), float("nan")
     for i in range(a.warmup + a.steps):
         t0 = time.perf_counter()
+        c0 = time.process_time()  # CPU seconds of every thread, like /proc/self/stat
         opt.zero_grad(set_to_none=True)
         loss = joint_loss(m, x, classes, gen)
         loss.backward()
@@ -390,6 +391,7 @@ def main():
         lv = loss.item()
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         if i == 0:
             first = lv
         last = lv
@@ -398,7 +400,8 @@ def main():
     print(json.dumps({
         "impl": "pytorch", "torch": torch.__version__, "config": cfg["name"], "phase": "e2e", "batch": a.batch,
         "threads": torch.get_num_threads(), "steps": len(times), "step_s": times,
-        "steps_per_s": len(times) / sum(times), "rss_before_bytes": rss_before,
+        "steps_per_s": len(times) / sum(times),
+        "cpu_s": cpu, "cpu_s_per_step": sum(cpu) / len(cpu), "rss_before_bytes": rss_before,
         "peak_rss_bytes": rss_kb("VmHWM") * 1024, "hwm_reset": hwm_reset,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "params_trained": trained, "params_total": total, "loss_first": first, "loss_last": last,
