@@ -33,6 +33,11 @@ unsafe fn sum_avx2(p: &[u64]) -> u64 {
     let ptr = p.as_ptr() as *const __m256i;
     let n = p.len() / 16;
     for i in 0..n {
+        // Software prefetch 2 KiB ahead, as the runtime's kernels do: on this VM the
+        // hardware prefetcher alone reaches a fraction of what the kernels get.
+        let ahead = (ptr.add(4 * i) as *const i8).wrapping_add(2048);
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
         for (k, acc) in a.iter_mut().enumerate() {
             *acc = _mm256_add_epi64(*acc, _mm256_loadu_si256(ptr.add(4 * i + k)));
         }

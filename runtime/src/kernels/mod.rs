@@ -15,7 +15,8 @@
 //! `i8mm|dotprod|neon|scalar`) caps the level (read
 //! once per process) to compare or test the lower variants; see [`variant`].
 //!
-//! Work split: rayon over chunks of output rows (calls under ~130k multiply-adds stay on the
+//! Work split: rayon over chunks of output rows (or, with `EOSTOK_POOL=spin`, a
+//! spin-waiting pool, see `pool`) (calls under ~130k multiply-adds stay on the
 //! calling thread). With `batch > 1` a task dots each of its weight rows against 4
 //! activation rows at a time (the weight block is unpacked once for the 4), tile after tile,
 //! so the weights come from memory once per call and from L2 after that.
@@ -60,6 +61,7 @@ mod neon_block32;
 mod neon_float;
 #[cfg(target_arch = "aarch64")]
 mod neon_kquant;
+mod pool;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -318,6 +320,25 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
     let compute = |yt: &mut [f32]| {
         if parallel {
             let chunk = chunk_rows(w, batch);
+            // The spin-waiting pool when enabled (no wake-up per call); rayon when it is
+            // off, busy with another caller or sized for another thread count.
+            if let Some(pool) =
+                pool::Pool::global().filter(|p| p.size() == rayon::current_num_threads())
+            {
+                let rows = w.rows;
+                let out = OutPtr(yt.as_mut_ptr());
+                let ran = pool.run(rows.div_ceil(chunk), &|i| {
+                    let (r0, r1) = (i * chunk, ((i + 1) * chunk).min(rows));
+                    // Disjoint row ranges of `yt`, one per task, alive for the whole run.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(out.get().add(r0 * batch), (r1 - r0) * batch)
+                    };
+                    task(r0, o);
+                });
+                if ran {
+                    return;
+                }
+            }
             yt.par_chunks_mut(chunk * batch)
                 .enumerate()
                 .for_each(|(i, out)| task(i * chunk, out));
@@ -336,6 +357,17 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
                 y[b * w.rows + r] = v;
             }
         }
+    }
+}
+
+/// `yt`'s base pointer, shared by the pool's tasks (each writes its own rows).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
