@@ -17,3 +17,5 @@ run kernels kernels --configs B,L --reps 3
 run image-q4_0 image --configs S,B,L --types q4_0 --batches 1,4
 run image-B image --configs B --types f16,q8_0 --batches 1
 run memory memory --configs B,L --types f16,q8_0,q4_0
+cp "$out/vs-llama-t1.png" "$out/vs-llama-t2.png" benches/ 2>/dev/null
+python3 benches/make-results.py
