@@ -4,6 +4,7 @@
 //! eostok-fuzz run TARGET --seeds DIR... --corpus DIR --crashes DIR --secs N [--mem-mb 1024] [--seed N]
 //! eostok-fuzz replay TARGET FILE_OR_DIR...      # exit 1 if any input panics
 //! eostok-fuzz minimize TARGET IN OUT            # shrink a panicking input
+//! eostok-fuzz shrink TARGET IN OUT              # shrink an input keeping its outcome (for the regression corpus)
 //! ```
 //! `run` starts a worker process that mutates corpus inputs in a loop, runs
 //! the target under `catch_unwind` and keeps inputs with a new outcome
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         }
         "replay" => replay(rest),
         "minimize" => minimize(rest),
+        "shrink" => shrink(rest),
         _ => usage(),
     }
 }
@@ -390,5 +392,45 @@ fn minimize(rest: &[String]) -> ExitCode {
     }
     std::fs::write(out, &best).expect("writable output");
     println!("{out}: {} bytes, panics at {want}", best.len());
+    ExitCode::SUCCESS
+}
+
+/// Shrinking that keeps the exact outcome signature: cut the tail, then zero
+/// coarse chunks (zeros compress in git). Used to keep the regression corpus small.
+fn shrink(rest: &[String]) -> ExitCode {
+    let (Some((t, _)), Some(inp), Some(out)) = (rest.first().and_then(|n| target(n)), rest.get(1), rest.get(2)) else { return usage() };
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut best = std::fs::read(inp).expect("readable input");
+    let Ok(want) = run_caught(t, &best) else {
+        eprintln!("{inp}: panics; use minimize");
+        return ExitCode::from(2);
+    };
+    let same = |b: &[u8]| run_caught(t, b).as_deref() == Ok(want.as_str());
+    let mut chunk = best.len().div_ceil(2).max(1);
+    loop {
+        while best.len() > chunk && same(&best[..best.len() - chunk]) {
+            best.truncate(best.len() - chunk);
+        }
+        if chunk >= 1024 {
+            let mut at = 0;
+            while at < best.len() {
+                let end = (at + chunk).min(best.len());
+                if best[at..end].iter().any(|&b| b != 0) {
+                    let mut cand = best.clone();
+                    cand[at..end].fill(0);
+                    if same(&cand) {
+                        best = cand;
+                    }
+                }
+                at = end;
+            }
+        }
+        if chunk == 1 {
+            break;
+        }
+        chunk /= 2;
+    }
+    std::fs::write(out, &best).expect("writable output");
+    println!("{out}: {} bytes: {want}", best.len());
     ExitCode::SUCCESS
 }

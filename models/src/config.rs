@@ -92,6 +92,14 @@ pub struct Config {
     pub vfm: Option<VfmConfig>,
 }
 
+/// Largest depth of any stack.
+pub const MAX_DEPTH: usize = 1024;
+/// Largest tokenizer sequence (patches + latent tokens).
+pub const MAX_SEQUENCE: usize = 1 << 16;
+/// Largest parameter count: 2^34 (17 G, 68 GB in f32), far above the paper's
+/// H (1.03 G) and far below counts that overflow or list millions of tensors.
+pub const MAX_PARAMS: u64 = 1 << 34;
+
 /// Names accepted by `Config::preset`.
 pub const PRESETS: &[&str] = &["tiny", "small", "S", "B", "L", "H"];
 
@@ -272,7 +280,77 @@ impl Config {
                 return bad(format!("vfm.decoder_layer {} > decoder.depth {}", v.decoder_layer, self.decoder.depth));
             }
         }
+        // Each size alone may be fine while their products are absurd: bound
+        // depths, sequence lengths and the parameter count (checked arithmetic).
+        for (k, v) in [("encoder.depth", self.encoder.depth), ("decoder.depth", self.decoder.depth), ("ar.depth", self.ar.depth)] {
+            if v > MAX_DEPTH {
+                return bad(format!("{k} = {v} is above {MAX_DEPTH}"));
+            }
+        }
+        if self.num_patches() + self.latent_tokens > MAX_SEQUENCE {
+            return bad(format!(
+                "{} patches ({}/{} per side, squared) + {} latent tokens is a sequence above {MAX_SEQUENCE}",
+                self.num_patches(),
+                self.image_size,
+                self.patch_size,
+                self.latent_tokens
+            ));
+        }
+        if !(1..=4).contains(&self.channels) {
+            return bad(format!("channels = {} must be 1 to 4", self.channels));
+        }
+        match self.checked_param_count() {
+            Some(n) if n <= MAX_PARAMS => {}
+            n => {
+                let shown = n.map(|n| format!("{:.3e}", n as f64)).unwrap_or_else(|| "more than 2^64".into());
+                return bad(format!("the config has {shown} parameters, above the limit of 2^34"));
+            }
+        }
         Ok(())
+    }
+
+    /// Parameter count in checked arithmetic (`None` on overflow), matching
+    /// `shapes::tensor_specs` up to small vectors: used to reject absurd
+    /// configs before anything is allocated or listed.
+    pub fn checked_param_count(&self) -> Option<u64> {
+        let u = |v: usize| v as u64;
+        let vit = |v: &VitConfig| -> Option<u64> {
+            let d = u(v.width);
+            let h = u(v.mlp_ratio).checked_mul(d)?;
+            // qkv + out + up + down + norms/biases, per block.
+            let block = d.checked_mul(4 * d)?.checked_add(d.checked_mul(h)?.checked_mul(2)?)?.checked_add(h + 9 * d)?;
+            block.checked_mul(u(v.depth))
+        };
+        let (np, l, pd) = (u(self.num_patches()), u(self.latent_tokens), u(self.patch_dim()));
+        let (e, dc, ar) = (u(self.encoder.width), u(self.decoder.width), u(self.ar.width));
+        let (cd, k, f) = (u(self.codebook_dim), u(self.codebook_size), u(self.ar.ffn_hidden));
+        let ar_block = ar.checked_mul(ar)?.checked_mul(4)?.checked_add(ar.checked_mul(f)?.checked_mul(3)?)?.checked_add(8 * ar)?;
+        let parts = [
+            vit(&self.encoder)?,
+            vit(&self.decoder)?,
+            pd.checked_mul(e)?,
+            np.checked_mul(e)?,
+            l.checked_mul(e)?,
+            e.checked_mul(cd)?,
+            k.checked_mul(cd)?,
+            cd.checked_mul(dc)?,
+            l.checked_mul(dc)?,
+            np.checked_mul(dc)?,
+            dc.checked_mul(pd)?,
+            k.checked_mul(ar)?.checked_mul(2)?,
+            l.checked_mul(ar)?,
+            u(self.num_classes).checked_add(1)?.checked_mul(ar)?,
+            ar.checked_mul(6 * ar)?,
+            ar_block.checked_mul(u(self.ar.depth))?,
+        ];
+        let mut total = parts.iter().try_fold(0u64, |a, &p| a.checked_add(p))?;
+        if let Some(v) = &self.vfm {
+            let (dim, hid) = (u(v.dim), u(v.projector_hidden));
+            for w in [e, dc] {
+                total = total.checked_add(w.checked_mul(hid)?.checked_add(hid.checked_mul(hid)?)?.checked_add(hid.checked_mul(dim)?)?)?;
+            }
+        }
+        Some(total)
     }
 
     /// Class name for an id: the configured name or "class_N".

@@ -57,6 +57,31 @@ impl<T, E: fmt::Display> BadInputExt<T> for Result<T, E> {
     }
 }
 
+/// An output file path the user gave: not a directory, its directory
+/// exists, and a file can be created there (checked with a probe file, so
+/// a long job fails at once instead of at its end). Bad input otherwise.
+pub fn check_output_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::path::Path;
+    if path.is_dir() {
+        return Err(bad_input(format!("{}: is a directory; give a file name", path.display())));
+    }
+    if path.file_name().is_none() {
+        return Err(bad_input(format!("{}: not a file name", path.display())));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(bad_input(format!("{}: directory {} does not exist", path.display(), parent.display())));
+    }
+    let probe = parent.join(format!(".eostok-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(bad_input(format!("{}: cannot write there: {e}", path.display()))),
+    }
+}
+
 /// Exit code for an error: looks through the whole chain for our markers.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {

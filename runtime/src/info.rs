@@ -1,6 +1,6 @@
 //! `eostok-run --info`: metadata, tensors, CPU features, kernel variants.
 
-use crate::gguf::{GgufFile, Value};
+use crate::gguf::{Array, GgufFile, Value};
 use crate::kernels;
 use crate::quant::GgmlType;
 use std::fmt::Write;
@@ -11,9 +11,12 @@ pub fn describe(file: &GgufFile, name: &str) -> String {
     let _ = writeln!(s, "\nmetadata:");
     for (k, v) in file.metadata().iter() {
         let shown = match v {
+            Value::String(x) if x.len() > 200 => format!("{:?}... ({} bytes)", x.chars().take(80).collect::<String>(), x.len()),
             Value::String(x) => format!("{x:?}"),
             Value::F32(x) => format!("{x}"),
             Value::F64(x) => format!("{x}"),
+            // Formatting a huge array only to cut it would cost memory in proportion to the file.
+            Value::Array(a) if weight(a) > 64 => format!("[{} items]", a.len()),
             Value::Array(a) => {
                 let full = format!("{a:?}");
                 if full.len() > 100 { format!("[{} items]", a.len()) } else { full }
@@ -71,4 +74,14 @@ fn cpu_model() -> Option<String> {
         _ => "",
     };
     Some(format!("{implementer} part {part}{known}"))
+}
+
+/// Elements of an array, nested arrays and string bytes included: what
+/// printing it in full would cost.
+fn weight(a: &Array) -> usize {
+    match a {
+        Array::Array(v) => v.len() + v.iter().map(weight).sum::<usize>(),
+        Array::String(v) => v.len() + v.iter().map(String::len).sum::<usize>(),
+        other => other.len(),
+    }
 }

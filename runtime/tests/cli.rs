@@ -132,3 +132,91 @@ fn bad_input_is_one_line_and_exit_2() {
     bad(&run(&[&m, "--from-tokens", &p("t.json"), "-o", &p("a.png")]), "code id");
     assert!(!Path::new(&p("a.png")).exists(), "no image is written on bad input");
 }
+
+/// Runs eostok-run under `sh` with an address-space limit (KiB).
+fn run_limited(kib: u64, args: &[&str]) -> Output {
+    let mut script = format!("ulimit -v {kib} && exec \"$0\"");
+    for i in 1..=args.len() {
+        script.push_str(&format!(" \"${i}\""));
+    }
+    Command::new("sh").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_eostok-run")).args(args).output().unwrap()
+}
+
+#[test]
+fn more_bad_input_is_one_line_and_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+    let m = model_file(d.path());
+    bad(&run(&[&m, "-n", "5000", "-o", &p("a.png")]), "--num-images");
+    bad(&run(&[&m, "--class=-1", "-o", &p("a.png")]), "unknown class");
+    bad(&run(&[&m, "--class", "18446744073709551616", "-o", &p("a.png")]), "class");
+    bad(&run(&[&m, "--threads", "0", "-o", &p("a.png")]), "--threads");
+    bad(&run(&[&m, "--top-p", "0", "-o", &p("a.png")]), "--top-p");
+    // Output in a place nothing can be created (even as root): found before sampling.
+    bad(&run(&[&m, "-o", "/proc/eostok-out.png"]), "cannot write there");
+    bad(&run(&[&m, "-o", &p("a.png"), "--tokens-out", "/proc/t.json"]), "cannot write there");
+    // A file where the output's directory should be.
+    std::fs::write(p("file"), b"x").unwrap();
+    bad(&run(&[&m, "-o", &p("file/a.png")]), "does not exist");
+    bad(&run(&[&m, "--from-tokens", &p("none.json"), "-o", &p("a.png")]), "none.json");
+    std::fs::write(p("t.json"), "{").unwrap();
+    bad(&run(&[&m, "--from-tokens", &p("t.json"), "-o", &p("a.png")]), "t.json");
+    // Not a GGUF at all, and an empty file.
+    std::fs::write(p("x.gguf"), "hello, not a model").unwrap();
+    bad(&run(&[&p("x.gguf"), "-o", &p("a.png")]), "not a GGUF file");
+    std::fs::write(p("empty.gguf"), b"").unwrap();
+    bad(&run(&[&p("empty.gguf"), "-o", &p("a.png")]), "empty.gguf");
+    bad(&run(&[d.path().to_str().unwrap(), "-o", &p("a.png")]), "cannot read");
+    assert!(!Path::new(&p("a.png")).exists(), "no image is written on bad input");
+}
+
+/// A batch bigger than the memory there is: refused from the computed need,
+/// before allocating (here the limit is an address-space limit, `ulimit -v`).
+#[test]
+fn num_images_beyond_memory_is_refused_up_front() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("a.png");
+    let o = run_limited(400_000, &["-n", "4096", "-o", out.to_str().unwrap()]);
+    bad(&o, "MiB available");
+    // The same limit is plenty for one image.
+    let o = run_limited(400_000, &["-n", "1", "-o", out.to_str().unwrap()]);
+    ok(&o);
+}
+
+/// `--info` over every committed fuzz input (and the seeds' hostile
+/// variants below) under a 1 GiB address-space limit: exit 0 or 2, never an
+/// abort, a panic or an allocation failure.
+#[test]
+fn info_over_the_fuzz_corpus_under_1_gib() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/gguf");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir).map(|it| it.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    // Hand-made worst cases: huge counts and lengths in a small file.
+    let t = tempfile::tempdir().unwrap();
+    let mut hostile = b"GGUF\x03\0\0\0".to_vec();
+    hostile.extend_from_slice(&u64::MAX.to_le_bytes());
+    hostile.extend_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(t.path().join("counts.gguf"), &hostile).unwrap();
+    // One key whose u8 array claims the whole file: it is printed as a count, not in full.
+    let mut big = b"GGUF\x03\0\0\0".to_vec();
+    big.extend_from_slice(&0u64.to_le_bytes());
+    big.extend_from_slice(&1u64.to_le_bytes());
+    big.extend_from_slice(&1u64.to_le_bytes());
+    big.push(b'k');
+    big.extend_from_slice(&9u32.to_le_bytes());
+    big.extend_from_slice(&0u32.to_le_bytes());
+    let n = 16u64 << 20;
+    big.extend_from_slice(&n.to_le_bytes());
+    big.resize(big.len() + n as usize, 7);
+    std::fs::write(t.path().join("big-array.gguf"), &big).unwrap();
+    drop(big);
+    files.push(t.path().join("counts.gguf"));
+    files.push(t.path().join("big-array.gguf"));
+    assert!(files.len() >= 3, "no fuzz regressions found in {}", dir.display());
+    for f in &files {
+        let o = run_limited(1 << 20, &[f.to_str().unwrap(), "--info"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}: {:?} {err}", f.display(), o.status);
+        assert!(!err.contains("panicked") && !err.contains("internal error") && !err.contains("memory allocation"), "{}: {err}", f.display());
+        assert!(o.stdout.len() < 1 << 20, "{}: --info printed {} bytes", f.display(), o.stdout.len());
+    }
+}

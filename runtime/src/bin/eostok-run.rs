@@ -114,16 +114,24 @@ fn run(cli: Cli) -> Result<()> {
         return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
     }
     check_output(&cli.output)?;
+    if let Some(path) = &cli.tokens_out {
+        exit::check_output_file(path)?;
+    }
 
     let t0 = Instant::now();
     let (classes, ids) = match &cli.from_tokens {
-        Some(path) => read_tokens(path, l, model.cfg.codebook_size)?,
+        Some(path) => {
+            let read = read_tokens(path, l, model.cfg.codebook_size)?;
+            check_memory(&model, read.1.len(), false)?;
+            read
+        }
         None => {
             let classes: Vec<u32> = if cli.class == "all" {
                 (0..model.cfg.num_classes as u32).collect()
             } else {
                 vec![model.class_id(&cli.class)?; cli.num_images]
             };
+            check_memory(&model, classes.len(), cli.cfg_scale != 1.0)?;
             let opts = GenerateOptions {
                 sampling: TokenSampling { temperature: cli.temperature, top_k: cli.top_k, top_p: cli.top_p },
                 cfg_scale: cli.cfg_scale,
@@ -195,12 +203,58 @@ fn check_output(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(bad_input(format!("{}: is a directory; give a file name such as out.png", path.display())));
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(bad_input(format!("{}: directory {} does not exist", path.display(), parent.display())));
+    // Fail now rather than after sampling.
+    exit::check_output_file(path)
+}
+
+/// Refuse a batch whose KV cache and activations cannot fit: bytes needed
+/// per image from the model's sizes, against the memory available (the
+/// smaller of MemAvailable and the address-space limit, `ulimit -v`).
+fn check_memory(model: &Model, images: usize, guided: bool) -> Result<()> {
+    let per_image = memory_per_image(&model.cfg, guided);
+    let need = per_image.saturating_mul(images as u64).saturating_add(64 << 20);
+    if let Some(avail) = available_memory() {
+        if need > avail {
+            let mib = |b: u64| b / (1 << 20);
+            return Err(bad_input(format!(
+                "{images} image(s) need about {} MiB ({} MiB each: KV cache and activations), more than the {} MiB available; ask for fewer (--num-images)",
+                mib(need),
+                mib(per_image).max(1),
+                mib(avail)
+            )));
         }
     }
     Ok(())
+}
+
+/// Bytes one image needs while sampling and decoding (f32 everywhere).
+fn memory_per_image(cfg: &eostok_models::Config, guided: bool) -> u64 {
+    let f = 4u64;
+    let (l, ar, dec) = (cfg.latent_tokens as u64, &cfg.ar, &cfg.decoder);
+    let rows = if guided { 2 } else { 1 };
+    // KV cache (keys and values, every layer) + modulation + step activations.
+    let sampling = rows * f * (2 * ar.depth as u64 * l * ar.width as u64 + 6 * ar.depth as u64 * ar.width as u64 + 8 * ar.width as u64 + 2 * ar.ffn_hidden as u64 + cfg.codebook_size as u64);
+    // Decoder: every token of the image through one block at a time.
+    let s = l + cfg.num_patches() as u64;
+    let decoding = f * (s * (8 * dec.width as u64 + dec.mlp_hidden() as u64) + 2 * cfg.patch_dim() as u64 * cfg.num_patches() as u64);
+    sampling.saturating_add(decoding)
+}
+
+/// min(MemAvailable, address-space limit − current size), Linux only.
+fn available_memory() -> Option<u64> {
+    let field = |text: &str, key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let mut avail = meminfo.as_deref().and_then(|m| field(m, "MemAvailable:")).map(|kib| kib * 1024);
+    let limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| field(&t, "Max address space"));
+    let used = std::fs::read_to_string("/proc/self/status").ok().and_then(|t| field(&t, "VmSize:")).map(|kib| kib * 1024);
+    if let (Some(limit), Some(used)) = (limit, used) {
+        let left = limit.saturating_sub(used);
+        avail = Some(avail.map_or(left, |a| a.min(left)));
+    }
+    avail
 }
 
 fn write_tokens(path: &Path, model: &str, classes: &[u32], seed: u64, ids: &[Vec<u32>]) -> Result<()> {

@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
+/// Largest IDX image side (MNIST-style files hold small images).
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
 /// Deflate cannot compress better than about 1032:1.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
@@ -77,6 +80,11 @@ pub fn read_idx(path: &Path, magic: u32) -> Result<IdxArray> {
         let mut d = [0u8; 4];
         reader.read_exact(&mut d).map_err(|e| bad_input(format!("{name}: truncated IDX header (dims): {e}")))?;
         dims.push(u32::from_be_bytes(d) as usize);
+    }
+    // An image side beyond this is a damaged header, not a dataset: refuse it
+    // before reading (or inflating) a body sized by it.
+    if magic == IMAGES_MAGIC && dims.len() == 3 && (dims[1] > MAX_IMAGE_SIDE || dims[2] > MAX_IMAGE_SIDE) {
+        return Err(bad_input(format!("{name}: IDX images of {}x{} pixels; at most {MAX_IMAGE_SIDE} per side", dims[1], dims[2])));
     }
     let header_len = 4 + 4 * ndims as u64;
     let body = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
