@@ -50,6 +50,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if !cli.input.exists() {
+        return Err(exit::bad_input(format!("{}: no such checkpoint directory or GGUF file", cli.input.display())));
+    }
+    // An unwritable output is the user's to fix (exit 2), and is found before any work.
+    exit::check_output_file(&cli.output)?;
     let opts = Options {
         ty: cli.ty,
         weights: if cli.weights == "raw" { WeightSet::Raw } else { WeightSet::Ema },
