@@ -9,7 +9,7 @@ def block(name):
         return "_(not run in this session: see below)_\n"
     return "```\n" + open(p).read().rstrip() + "\n```\n"
 commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-ver = open(os.path.join(root, "bench-data/llama.cpp/VERSION")).read().strip() if os.path.exists(os.path.join(root, "bench-data/llama.cpp/VERSION")) else "absent"
+ver = "; ".join(l.strip() for l in open(os.path.join(root, "bench-data/llama.cpp/VERSION")) if l.strip()) if os.path.exists(os.path.join(root, "bench-data/llama.cpp/VERSION")) else "absent"
 body = open(os.path.join(root, "benches", "RESULTS.head.md")).read()
 out = body.format(commit=commit, llama_version=ver,
     roofline=block("roofline"), vs_llama_t1=block("vs-llama-t1"), vs_llama_t2=block("vs-llama-t2"),
