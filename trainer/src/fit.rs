@@ -248,7 +248,7 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         let gan_on = disc.is_some() && step >= train.disc.start && ph != Phase::ArOnly;
         let accum = train.accum.max(1);
         let mut grads: Option<candle_core::backprop::GradStore> = None;
-        let (mut loss_sum, mut disc_terms) = (0.0, Vec::new());
+        let (mut loss_sum, mut disc_terms, mut disc_inputs) = (0.0, Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..accum {
             let batch = loader.next_batch(train.batch)?;
@@ -262,7 +262,8 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
                 let g = d.generator_loss(&out.recon)?;
                 out.loss = (&out.loss + (&g * train.disc.weight)?)?;
                 out.terms.push(("gan_g", g));
-                disc_terms.push(d.step(&jb.images, &out.recon)?);
+                // The discriminator steps after the NaN check below.
+                disc_inputs.push((jb.images.clone(), out.recon.detach()));
             }
             loss_sum += out.loss.to_scalar::<f32>()? as f64;
             let g = if accum == 1 { out.loss.backward()? } else { (&out.loss / accum as f64)?.backward()? };
@@ -278,6 +279,11 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         let scale = if train.grad_clip > 0.0 && norm > train.grad_clip { train.grad_clip / norm } else { 1.0 };
         // A NaN/infinite loss or gradient: no update at all (faults.rs).
         if !nan_guard.skip(step, step_loss, norm)? {
+            if let Some(d) = &mut disc {
+                for (real, fake) in &disc_inputs {
+                    disc_terms.push(d.step(real, fake)?);
+                }
+            }
             match ph {
                 Phase::Joint => opt.update(&grads, lr, scale)?,
                 // The frozen half's weights must not move at all: update one group.
