@@ -96,8 +96,12 @@ pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, lpips: Perceptua
     let enc = m.encoder.forward(x)?;
     let q = m.ibq.forward(&enc.z)?;
 
-    // AR on soft inputs Ind^T E: next-token loss reaches the tokenizer.
-    let (logits, _classes) = m.ar.forward_train(&q.ind, &batch.classes, rng)?;
+    // AR on soft inputs Ind^T E: next-token loss reaches the tokenizer, unless no
+    // tokenizer term is on (two-stage's AR half): then the codes are detached (same
+    // forward values) so the backward stops at the AR model instead of crossing the encoder.
+    let tokenizer_frozen = [w.l2, w.l1, w.lpips, w.commit, w.entropy, w.apr, w.vfm_implicit, w.vfm_decoder].iter().all(|&x| x == 0.0);
+    let ar_in = if tokenizer_frozen { q.ind.detach() } else { q.ind.clone() };
+    let (logits, _classes) = m.ar.forward_train(&ar_in, &batch.classes, rng)?;
     let ntp = cross_entropy(&logits, &q.ids)?;
 
     // Decode reconstruction and (if on) APR predictions in one batch.
