@@ -13,7 +13,6 @@
 
 use crate::util::{self, Stats};
 use anyhow::{bail, Context, Result};
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use eostok_models::exit;
 use eostok_models::names::Group as Part;
@@ -115,9 +114,9 @@ const LR: f64 = 1e-4;
 const GRAD_CLIP: f64 = 1.0;
 const EMA_DECAY: f64 = 0.999;
 
-/// The loss weights of each phase: fit.rs `losses_for` (private there; kept in step by
-/// hand), LPIPS and VFM off (no pretrained nets).
+/// The loss weights of each phase: fit.rs `losses_for`, LPIPS and VFM off (no pretrained nets).
 fn losses(phase: Phase) -> LossConfig {
+    use eostok_train::fit::{losses_for, Mode, Phase as FitPhase};
     let base = LossConfig {
         lpips: 0.0,
         vfm_implicit: 0.0,
@@ -125,26 +124,10 @@ fn losses(phase: Phase) -> LossConfig {
         ..LossConfig::default()
     };
     match phase {
-        Phase::E2e => base,
-        Phase::NtpOnly => LossConfig { apr: 0.0, ..base },
-        Phase::TwoStageTok | Phase::MinTok => LossConfig {
-            ntp: 0.0,
-            apr: 0.0,
-            ..base
-        },
-        Phase::TwoStageAr | Phase::MinAr => LossConfig {
-            l2: 0.0,
-            l1: 0.0,
-            lpips: 0.0,
-            commit: 0.0,
-            entropy: 0.0,
-            apr: 0.0,
-            vfm_implicit: 0.0,
-            vfm_decoder: 0.0,
-            nested_dropout: 0.0,
-            ntp: 1.0,
-            ..base
-        },
+        Phase::E2e => losses_for(&base, Mode::E2e, FitPhase::Joint),
+        Phase::NtpOnly => losses_for(&base, Mode::NtpOnly, FitPhase::Joint),
+        Phase::TwoStageTok | Phase::MinTok => losses_for(&base, Mode::TwoStage, FitPhase::TokenizerOnly),
+        Phase::TwoStageAr | Phase::MinAr => losses_for(&base, Mode::TwoStage, FitPhase::ArOnly),
     }
 }
 
@@ -245,7 +228,7 @@ pub fn child(a: &ChildArgs) -> Result<()> {
         };
         match group_of(a.phase) {
             None => opt.update(&grads, LR, scale)?,
-            Some(g) => update_group(&mut opt, &grads, LR, scale, g)?,
+            Some(g) => opt.update_group(&grads, LR, scale, g)?,
         }
         ema.update(&vars)?;
         let l = loss.to_scalar::<f32>()? as f64;
@@ -316,26 +299,6 @@ fn step(
             Ok(cross_entropy(&logits, &q.ids)?)
         }
     }
-}
-
-/// fit.rs `update_group` (private there): update one group, the other left untouched.
-fn update_group(opt: &mut Adam, grads: &GradStore, lr: f64, scale: f64, name: &str) -> Result<()> {
-    let others: Vec<usize> = opt
-        .groups
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| g.name != name)
-        .map(|(i, _)| i)
-        .collect();
-    let mut parked = Vec::new();
-    for &i in others.iter().rev() {
-        parked.push((i, std::mem::take(&mut opt.groups[i].vars)));
-    }
-    let r = opt.update(grads, lr, scale);
-    for (i, vars) in parked {
-        opt.groups[i].vars = vars;
-    }
-    r.map_err(Into::into)
 }
 
 /// One variant of the benchmark: how to run it and how to name its row.

@@ -121,13 +121,13 @@ pub struct FitOptions {
 
 /// Which parts a step trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
+pub enum Phase {
     Joint,
     TokenizerOnly,
     ArOnly,
 }
 
-fn phase(mode: Mode, step: u64, steps: u64) -> Phase {
+pub fn phase(mode: Mode, step: u64, steps: u64) -> Phase {
     match mode {
         Mode::TwoStage if step < steps / 2 => Phase::TokenizerOnly,
         Mode::TwoStage => Phase::ArOnly,
@@ -135,7 +135,8 @@ fn phase(mode: Mode, step: u64, steps: u64) -> Phase {
     }
 }
 
-fn losses_for(base: &LossConfig, mode: Mode, ph: Phase) -> LossConfig {
+/// The loss weights a step of `mode` in phase `ph` uses.
+pub fn losses_for(base: &LossConfig, mode: Mode, ph: Phase) -> LossConfig {
     let mut l = base.clone();
     if mode == Mode::NtpOnly {
         l.apr = 0.0;
@@ -287,8 +288,8 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
             match ph {
                 Phase::Joint => opt.update(&grads, lr, scale)?,
                 // The frozen half's weights must not move at all: update one group.
-                Phase::TokenizerOnly => update_group(&mut opt, &grads, lr, scale, "tokenizer")?,
-                Phase::ArOnly => update_group(&mut opt, &grads, lr, scale, "ar")?,
+                Phase::TokenizerOnly => opt.update_group(&grads, lr, scale, "tokenizer")?,
+                Phase::ArOnly => opt.update_group(&grads, lr, scale, "ar")?,
             }
             ema.update(&vars)?;
         }
@@ -362,20 +363,6 @@ fn write_samples(model: &Eostok, images: &Tensor, out: &crate::joint::JointOut, 
     rows.push(samples);
     let refs: Vec<&Tensor> = rows.iter().collect();
     crate::samples::write_grid(&refs, &dir.join(checkpoint::SAMPLES_DIR).join(format!("step-{step:07}.png")))
-}
-
-fn update_group(opt: &mut Adam, grads: &candle_core::backprop::GradStore, lr: f64, scale: f64, name: &str) -> Result<()> {
-    // Move the other group out for this update so its weights stay bit-identical.
-    let others: Vec<usize> = opt.groups.iter().enumerate().filter(|(_, g)| g.name != name).map(|(i, _)| i).collect();
-    let mut parked = Vec::new();
-    for &i in others.iter().rev() {
-        parked.push((i, std::mem::take(&mut opt.groups[i].vars)));
-    }
-    let r = opt.update(grads, lr, scale);
-    for (i, vars) in parked {
-        opt.groups[i].vars = vars;
-    }
-    r.map_err(Into::into)
 }
 
 fn progress(on: bool, total: u64, at: u64) -> indicatif::ProgressBar {

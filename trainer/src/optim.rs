@@ -83,6 +83,21 @@ impl Adam {
         Ok(())
     }
 
+    /// `update` of the group `name` only: the other groups are moved out for the update,
+    /// so their weights, moments and gradients stay bit-identical (two-stage training).
+    pub fn update_group(&mut self, grads: &GradStore, lr: f64, grad_scale: f64, name: &str) -> Result<()> {
+        let others: Vec<usize> = self.groups.iter().enumerate().filter(|(_, g)| g.name != name).map(|(i, _)| i).collect();
+        let mut parked = Vec::new();
+        for &i in others.iter().rev() {
+            parked.push((i, std::mem::take(&mut self.groups[i].vars)));
+        }
+        let r = self.update(grads, lr, grad_scale);
+        for (i, vars) in parked {
+            self.groups[i].vars = vars;
+        }
+        r
+    }
+
     /// Moments as named tensors (`m.NAME`, `v.NAME`) for optimizer.safetensors.
     pub fn state(&self) -> BTreeMap<String, Tensor> {
         let mut out = BTreeMap::new();
