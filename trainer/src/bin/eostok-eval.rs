@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use eostok_models::exit::{self, bad_input};
 use eostok_models::nets::LpipsNet;
 use eostok_models::sampling::TokenSampling;
+use eostok_train::eval::classify::{classify, classify_text, train_classifier, ClassifyArgs, TrainClassifierArgs, CLASSIFIER_STEM};
 use eostok_train::eval::fd_cmd::{fd_text, run_fd, FdArgs};
 use eostok_train::eval::features::FeatureNet;
 use eostok_train::eval::recon::{recon_text, run_recon, ReconArgs};
@@ -31,6 +32,63 @@ enum Command {
     Fd(Box<FdCli>),
     /// Reconstruction L2/PSNR/LPIPS/rFD of a checkpoint's tokenizer, codebook usage, and the token-prefix curve.
     Recon(Box<ReconCli>),
+    /// Train the small Fashion-MNIST classifier that `classify` uses (an MLP on 32x32 grey; about a minute on 2 cores).
+    TrainClassifier(TrainClassifierCli),
+    /// Class accuracy: the share of a model's samples (or a dataset's images) of each class that the classifier labels as that class.
+    Classify(ClassifyCli),
+}
+
+#[derive(clap::Args)]
+struct TrainClassifierCli {
+    /// Training images: fashion-mnist (asset cache) or an IDX/ImageFolder path.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Held-out images for the reported accuracy.
+    #[arg(long, default_value = "fashion-mnist-test")]
+    test: String,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file stem: writes STEM.safetensors and STEM.json (default: the asset cache's fashion-mnist-classifier).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Train on the first N images only (quick checks).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ClassifyCli {
+    /// A .gguf model to sample from, or a labelled dataset (fashion-mnist-test, a path).
+    source: String,
+    /// Images per class.
+    #[arg(short, default_value_t = 100)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Classifier file stem (default: the asset cache's fashion-mnist-classifier).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Sampling temperature for models (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Classifier-free guidance scale (1 = off).
+    #[arg(long = "cfg", default_value_t = 1.0)]
+    cfg_scale: f32,
+    /// Print one JSON object (schema eostok-eval/classify/1).
+    #[arg(long)]
+    json: bool,
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +188,8 @@ fn main() -> ExitCode {
     exit::run("eostok-eval", || match cli.command {
         Command::Fd(a) => fd(*a),
         Command::Recon(a) => recon(*a),
+        Command::TrainClassifier(a) => train_classifier_cmd(a),
+        Command::Classify(a) => classify_cmd(a),
     })
 }
 
@@ -179,6 +239,52 @@ fn recon(c: ReconCli) -> Result<()> {
         println!("{}", serde_json::to_string(&v)?);
     } else {
         print!("{}", recon_text(&v));
+    }
+    Ok(())
+}
+
+fn default_classifier() -> PathBuf {
+    eostok_models::nets::assets::asset_dir().join(CLASSIFIER_STEM)
+}
+
+fn train_classifier_cmd(c: TrainClassifierCli) -> Result<()> {
+    if c.epochs == 0 {
+        return Err(bad_input("--epochs must be at least 1"));
+    }
+    let out = c.out.unwrap_or_else(default_classifier);
+    let args = TrainClassifierArgs { train: c.data, test: c.test, epochs: c.epochs, seed: c.seed, out: out.clone(), limit: c.limit, progress: !c.quiet };
+    let info = train_classifier(&args)?;
+    if c.json {
+        println!("{}", serde_json::to_string(&info)?);
+    } else {
+        println!(
+            "classifier {}: train accuracy {:.2}%, test accuracy {:.2}% ({})",
+            out.display(),
+            100.0 * info.train_accuracy,
+            100.0 * info.test_accuracy,
+            info.test_data
+        );
+    }
+    Ok(())
+}
+
+fn classify_cmd(c: ClassifyCli) -> Result<()> {
+    if c.n == 0 || !(c.temperature >= 0.0 && c.top_p > 0.0 && c.top_p <= 1.0 && c.cfg_scale.is_finite()) {
+        return Err(bad_input("-n must be at least 1, --temperature >= 0, --top-p in (0, 1], --cfg finite"));
+    }
+    let args = ClassifyArgs {
+        source: c.source,
+        per_class: c.n,
+        seed: c.seed,
+        sample: SampleSettings { sampling: TokenSampling { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p }, cfg_scale: c.cfg_scale },
+        classifier: c.classifier.unwrap_or_else(default_classifier),
+        progress: !c.quiet,
+    };
+    let r = classify(&args)?;
+    if c.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", classify_text(&r));
     }
     Ok(())
 }

@@ -7,12 +7,15 @@
 //!   eigendecompositions), k-NN precision/recall, the IS-like score;
 //! * [`features`]: the feature nets and what each returns;
 //! * [`sources`]: datasets, image folders and GGUF models as image sources;
-//! * [`cache`]: cached statistics of real sets.
+//! * [`cache`]: cached statistics of real sets;
+//! * [`classify`]: a small Fashion-MNIST classifier and the class accuracy
+//!   of a model's samples.
 //!
 //! No distance here is pytorch-fid's FID: every name carries the feature
 //! net (`FD_effnet-lite0`, `FD_dinov2`).
 
 pub mod cache;
+pub mod classify;
 pub mod fd;
 pub mod fd_cmd;
 pub mod features;
