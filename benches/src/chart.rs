@@ -120,3 +120,136 @@ pub fn tokens_chart(path: &Path, rows: &[VsRow], threads: usize) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// One precision of `eostok-bench precision`: its label, bits per weight of the matrices,
+/// file size and one Fréchet distance per feature net.
+pub struct PrecisionPoint {
+    pub label: String,
+    pub bpw: f64,
+    pub mib: f64,
+    pub fd: Vec<f64>,
+}
+
+/// An x coordinate of a precision point.
+type XOf = fn(&PrecisionPoint) -> f64;
+
+/// `docs/precision.png`: each feature net's FD against bits per weight (left) and file
+/// size (right), points labelled by type, the real floor as a dashed line. Without a font
+/// the chart is drawn without text rather than failing a long run at its end.
+pub fn precision_chart(
+    path: &Path,
+    points: &[PrecisionPoint],
+    nets: &[eostok_train::eval::features::FeatureNet],
+    floor: Option<&[f64]>,
+    config: &str,
+    n: usize,
+) -> Result<()> {
+    let text = match register_font() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("warning: {e:#}; the chart has no text");
+            false
+        }
+    };
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}.png",
+        path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let rows = nets.len().max(1);
+    {
+        let root = BitMapBackend::new(&tmp, (1200, 60 + 420 * rows as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        let root = if text {
+            root.titled(
+                &format!("Fréchet distance vs precision ({config}, n={n}; not FID)"),
+                ("sans-serif", 24),
+            )
+            .map_err(|e| anyhow!("{e}"))?
+        } else {
+            root.margin(30, 0, 0, 0)
+        };
+        let panels = root.split_evenly((rows, 2));
+        let xs: [(&str, XOf); 2] = [
+            ("bits per weight (weight matrices)", |p| p.bpw),
+            ("file size (MiB)", |p| p.mib),
+        ];
+        for (k, net) in nets.iter().enumerate() {
+            let floor_v = floor.and_then(|f| f.get(k)).copied();
+            let ys: Vec<f64> = points.iter().filter_map(|p| p.fd.get(k).copied()).chain(floor_v).filter(|v| v.is_finite()).collect();
+            let (ylo, yhi) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let pad = ((yhi - ylo) * 0.12).max(yhi.abs() * 0.02).max(1e-3);
+            let (ylo, yhi) = ((ylo - pad).max(0.0), yhi + pad);
+            for (c, (xname, xf)) in xs.iter().enumerate() {
+                let area = &panels[k * 2 + c];
+                let xv: Vec<f64> = points.iter().map(xf).collect();
+                let (xlo, xhi) = xv.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                let xpad = ((xhi - xlo) * 0.08).max(xhi.abs() * 0.02).max(1e-3);
+                let mut cb = ChartBuilder::on(area);
+                cb.margin(14);
+                if text {
+                    cb.caption(format!("{} vs {}", net.fd_name(), xname), ("sans-serif", 18))
+                        .x_label_area_size(40)
+                        .y_label_area_size(60);
+                }
+                let mut chart = cb
+                    .build_cartesian_2d((xlo - xpad).max(0.0)..xhi + xpad, ylo..yhi)
+                    .map_err(|e| anyhow!("{e}"))?;
+                if text {
+                    chart
+                        .configure_mesh()
+                        .x_desc(*xname)
+                        .y_desc(net.fd_name())
+                        .label_style(("sans-serif", 14))
+                        .draw()
+                        .map_err(|e| anyhow!("{e}"))?;
+                } else {
+                    chart.configure_mesh().disable_x_mesh().disable_y_mesh().draw().map_err(|e| anyhow!("{e}"))?;
+                }
+                if let Some(fv) = floor_v {
+                    let (a, b) = ((xlo - xpad).max(0.0), xhi + xpad);
+                    let steps = 40;
+                    // Dashed: every other segment.
+                    chart
+                        .draw_series((0..steps).step_by(2).map(|i| {
+                            let x0 = a + (b - a) * i as f64 / steps as f64;
+                            let x1 = a + (b - a) * (i + 1) as f64 / steps as f64;
+                            PathElement::new(vec![(x0, fv), (x1, fv)], RGBColor(120, 120, 120).stroke_width(2))
+                        }))
+                        .map_err(|e| anyhow!("{e}"))?;
+                    if text {
+                        chart
+                            .draw_series(std::iter::once(Text::new(
+                                format!("real floor {fv:.2}"),
+                                (a + (b - a) * 0.02, fv + (yhi - ylo) * 0.045),
+                                ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+                            )))
+                            .map_err(|e| anyhow!("{e}"))?;
+                    }
+                }
+                let color = if k == 0 { RGBColor(31, 119, 180) } else { RGBColor(214, 39, 40) };
+                let finite: Vec<(f64, f64, &str)> = points
+                    .iter()
+                    .filter_map(|p| p.fd.get(k).filter(|y| y.is_finite()).map(|&y| (xf(p), y, p.label.as_str())))
+                    .collect();
+                if text {
+                    let font = ("sans-serif", 14).into_font();
+                    chart
+                        .draw_series(finite.iter().map(|&(x, y, label)| {
+                            EmptyElement::at((x, y))
+                                + Circle::new((0, 0), 5, color.filled())
+                                + Text::new(label.to_string(), (7, -16), font.clone())
+                        }))
+                        .map_err(|e| anyhow!("{e}"))?;
+                } else {
+                    chart
+                        .draw_series(finite.iter().map(|&(x, y, _)| Circle::new((x, y), 5, color.filled())))
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}

@@ -3,12 +3,14 @@
 //! (`roofline`), every kernel on the presets' shapes (`kernels`), AR decoding
 //! against the bandwidth bound (`decode`), time per image (`image`), memory
 //! (`memory`), and the same work through llama.cpp and candle (`vs-llama`,
-//! `vs-candle`). Generated model files go to `bench-data/` (git-ignored).
+//! `vs-candle`), and sample quality per quantization precision (`precision`).
+//! Generated model files go to `bench-data/` (git-ignored).
 
 mod chart;
 mod decode;
 mod gen;
 mod kernels;
+mod precision;
 mod roofline;
 mod train;
 mod util;
@@ -186,6 +188,11 @@ enum Command {
     /// Training steps/s of the joint E2E step (tiny, small; batch 64; CPU) against the same
     /// step in PyTorch, the two-stage phases, NTP-only and EOSTOK_FUSED=0 (benches/TRAINING.md).
     Train(train::TrainArgs),
+    /// Sample quality against quantization precision: a checkpoint's EMA weights at each
+    /// type, tokens/s, token agreement and same-token PSNR against f32, FD_effnet-lite0 and
+    /// FD_dinov2 against real images (not FID), bits per weight and file size
+    /// (--write-docs: docs/precision.md and .png).
+    Precision(precision::PrecisionArgs),
     #[command(hide = true)]
     TrainChild(train::ChildArgs),
 }
@@ -323,6 +330,10 @@ fn main() -> ExitCode {
             vs::vs_candle(&configs, &types, threads, tokens, rounds, json)
         }
         Command::Train(a) => train::run(&a),
+        Command::Precision(a) => {
+            set_threads(a.threads)?;
+            precision::run(&a)
+        }
         Command::TrainChild(a) => {
             let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
             set_threads(threads)?;

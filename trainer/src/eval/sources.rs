@@ -245,13 +245,10 @@ impl Source {
         match (&self.kind, plan) {
             (SourceKind::Gguf(file), Plan::Classes(classes)) => {
                 let model = Model::load(file)?;
-                let (c, s, l) = (model.cfg.channels, model.cfg.image_size, model.cfg.latent_tokens);
                 for (j, chunk) in classes.chunks(GEN_BATCH).enumerate() {
-                    let opts = GenerateOptions { sampling: settings.sampling.clone(), cfg_scale: settings.cfg_scale, seed: batch_seed(seed, j) };
-                    let g = generate(&model, chunk, l, &opts, false, |_| {})?;
-                    let images = model.decoder.decode(&g.ids)?;
-                    let imgs: Vec<RgbImage> = (0..chunk.len()).map(|i| prepare(to_rgb8(&images, i, c, s), size, false)).collect();
-                    f(to_tensor(imgs)?)?;
+                    let ids = generate_batch(&model, chunk, j, seed, settings)?;
+                    let images = model.decoder.decode(&ids)?;
+                    f(decoded_to_tensor(&images, chunk.len(), model.cfg.channels, model.cfg.image_size, size, device)?)?;
                 }
                 Ok(())
             }
@@ -291,6 +288,25 @@ impl Source {
             SourceKind::Gguf(_) => None,
         }
     }
+}
+
+/// The tokens of generation batch `j` of a model source: the images of
+/// `chunk` (at most [`GEN_BATCH`] classes, batch `j` of the plan's classes)
+/// sampled together with the seed `batch_seed(seed, j)`, all latent tokens
+/// each. Model sources generate exactly this way (`eostok-bench precision`
+/// calls it to keep the tokens).
+pub fn generate_batch(model: &Model, chunk: &[u32], j: usize, seed: u64, settings: &SampleSettings) -> Result<Vec<Vec<u32>>> {
+    let opts = GenerateOptions { sampling: settings.sampling, cfg_scale: settings.cfg_scale, seed: batch_seed(seed, j) };
+    Ok(generate(model, chunk, model.cfg.latent_tokens, &opts, false, |_| {})?.ids)
+}
+
+/// `b` decoded images (`[B, channels, image_size, image_size]` in about
+/// [-1, 1], as the decoder returns them) as model sources hand them to the
+/// feature nets: quantised to 8 bits as a PNG would be, brought to `size`,
+/// then `[B, 3, size, size]` in [-1, 1].
+pub fn decoded_to_tensor(images: &[f32], b: usize, channels: usize, image_size: usize, size: usize, device: &Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..b).flat_map(|i| to_chw_pm1(&prepare(to_rgb8(images, i, channels, image_size), size, false))).collect();
+    Ok(Tensor::from_vec(data, (b, 3, size, size), device)?)
 }
 
 /// The seed of generation batch `j`.
