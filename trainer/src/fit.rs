@@ -5,7 +5,8 @@
 
 use crate::data::{resolve_data, DataPosition, Loader};
 use crate::disc::{DiscConfig, PatchGan};
-use crate::joint::{joint_forward, Batch as JointBatch, LossConfig};
+use crate::dist::{Collective, Shard};
+use crate::joint::{joint_forward_part, Batch as JointBatch, LossConfig, Part as JointPart};
 use crate::loss::{accuracy, codebook_stats};
 use crate::optim::{lr_at, Adam, Ema, Group, GroupConfig};
 use anyhow::{Context, Result};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -117,6 +119,23 @@ pub struct FitOptions {
     /// Stop (without saving) after this many NaN/infinite-loss steps in a
     /// row; each is skipped without an update (see `faults::NanGuard`).
     pub max_nan_steps: usize,
+    /// Data parallelism: this process's place in a group of ranks (None: one process).
+    /// `train.batch` is the global batch; each rank trains on its equal slice of it,
+    /// only rank 0 writes (checkpoints, metrics, samples). See `dist.rs`.
+    pub dist: Option<Arc<dyn Collective>>,
+    /// Gradient all-reduce bucket size in MiB (data parallelism only).
+    pub bucket_mib: f64,
+    /// Matmul precision; master weights, optimizer state and EMA stay f32.
+    pub precision: Precision,
+}
+
+/// `--precision`: f32 everywhere, or bf16 matmuls (autocast) over f32 master weights.
+/// bf16 keeps f32's exponent range, so no loss scaling is needed (fp16 would need it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
 }
 
 /// Which parts a step trains.
@@ -161,6 +180,12 @@ pub struct FitSummary {
 
 pub fn fit(opts: FitOptions) -> Result<FitSummary> {
     let dev = &opts.device;
+    let (rank, world) = opts.dist.as_ref().map(|c| (c.rank(), c.world_size())).unwrap_or((0, 1));
+    let lead = rank == 0;
+    if opts.precision == Precision::Bf16 && !dev.is_cuda() {
+        return Err(bad_input("--precision bf16 needs a CUDA device (--device cuda:N): CPU bf16 matmuls are emulated, slower than f32"));
+    }
+    let _autocast = eostok_models::nn::layers::Autocast::bf16(opts.precision == Precision::Bf16);
     // ---- model, optimizer, EMA, data position: fresh or resumed ----
     let (cfg, store, ema_w, opt_state, state) = match &opts.resume {
         Some(dir) => load_run(dir, dev)?,
@@ -174,6 +199,11 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         Some(s) => TrainConfig { steps: opts.train.steps, ..s.train.clone() },
         None => opts.train.clone(),
     };
+    // The global batch is cut into equal slices, one per rank (2 ranks x B = 1 rank x 2B).
+    let shard = Shard::of(train.batch, rank, world)?;
+    if world > 1 && train.disc.on {
+        return Err(bad_input("--disc patchgan is not supported with data parallelism yet (world size > 1): its updates are not all-reduced"));
+    }
     let dataset = resolve_data(&train.data, None)?;
     if dataset.class_names().len() > cfg.num_classes {
         return Err(bad_input(format!("--data {} has {} classes but the config has {}", train.data, dataset.class_names().len(), cfg.num_classes)));
@@ -229,12 +259,20 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         (other, _) => return Err(bad_input(format!("--vfm {other}: expected dinov2 or off"))),
     };
     let mut loader = Loader::resume(dataset.clone(), cfg.image_size, train.seed, train.hflip, pos, dev)?;
-    std::fs::create_dir_all(&opts.out).bad_input(format!("{}: cannot create", opts.out.display()))?;
-    if opts.resume.is_none() {
-        checkpoint::save_config(&opts.out.join(checkpoint::CONFIG_FILE), &cfg)?;
+    // Only rank 0 writes to the run directory.
+    if lead {
+        std::fs::create_dir_all(&opts.out).bad_input(format!("{}: cannot create", opts.out.display()))?;
+        if opts.resume.is_none() {
+            checkpoint::save_config(&opts.out.join(checkpoint::CONFIG_FILE), &cfg)?;
+        }
     }
+    let reduce_fn = |t: &Tensor| -> candle_core::Result<Tensor> {
+        let c = opts.dist.as_ref().expect("reduce is only used with a group");
+        c.all_reduce_sum(t).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    };
+    let part = JointPart { shard, reduce: if world > 1 { Some(&reduce_fn) } else { None } };
 
-    let bar = progress(opts.progress, train.steps, step);
+    let bar = progress(opts.progress && lead, train.steps, step);
     let mut last_loss = f64::NAN;
     let started = Instant::now();
     let start_step = step;
@@ -252,13 +290,13 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         let (mut loss_sum, mut disc_terms, mut disc_inputs) = (0.0, Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..accum {
-            let batch = loader.next_batch(train.batch)?;
+            let batch = if world == 1 { loader.next_batch(train.batch)? } else { loader.next_batch_part(train.batch, shard.offset, shard.len)? };
             let feats = match &vfm {
                 Some(net) => Some(net.vfm_features_for_grid(&batch.images, cfg.grid())?.detach()),
                 None => None,
             };
             let jb = JointBatch { images: batch.images, classes: batch.labels, vfm: feats };
-            let mut out = joint_forward(&model, &jb, &w, lpips.as_ref(), &mut rng)?;
+            let mut out = joint_forward_part(&model, &jb, &w, lpips.as_ref(), &mut rng, &part)?;
             if let (Some(d), true) = (&mut disc, gan_on) {
                 let g = d.generator_loss(&out.recon)?;
                 out.loss = (&out.loss + (&g * train.disc.weight)?)?;
@@ -274,8 +312,24 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
             });
             last = Some((jb, out));
         }
-        let (grads, (jb, out)) = (grads.expect("accum >= 1"), last.expect("accum >= 1"));
-        let step_loss = loss_sum / accum as f64;
+        let (mut grads, (jb, out)) = (grads.expect("accum >= 1"), last.expect("accum >= 1"));
+        let mut step_loss = loss_sum / accum as f64;
+        let (mut agreed_signal, mut reduced_terms) = (None, None);
+        if let (Some(c), true) = (&opts.dist, world > 1) {
+            // Mean gradients, and one view of the step on every rank: loss (for the NaN
+            // guard and the log), logged terms, and whether any rank got a signal (all
+            // ranks then stop after this same step).
+            crate::dist::reduce_grads(c.as_ref(), &mut grads, &vars, opts.bucket_mib)?;
+            let sig = opts.signals.as_ref().and_then(|s| s.received());
+            let mut scalars = vec![step_loss as f32, (sig == Some(2)) as u8 as f32, (sig.is_some() && sig != Some(2)) as u8 as f32];
+            for (_, t) in &out.terms {
+                scalars.push(t.to_scalar::<f32>()?);
+            }
+            let r = crate::dist::all_reduce_scalars(c.as_ref(), &scalars, dev)?;
+            step_loss = r[0] as f64 / world as f64;
+            agreed_signal = if r[1] > 0.0 { Some(2) } else if r[2] > 0.0 { Some(15) } else { None };
+            reduced_terms = Some(r[3..].iter().map(|v| v / world as f32).collect::<Vec<f32>>());
+        }
         let norm = opt.grad_norm(&grads)?;
         let scale = if train.grad_clip > 0.0 && norm > train.grad_clip { train.grad_clip / norm } else { 1.0 };
         // A NaN/infinite loss or gradient: no update at all (faults.rs).
@@ -296,7 +350,7 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         step += 1;
         last_loss = step_loss;
         // ---- log ----
-        if step % train.log_every.max(1) == 0 || step == train.steps {
+        if lead && (step % train.log_every.max(1) == 0 || step == train.steps) {
             let ids: Vec<u32> = out.ids.flatten_all()?.to_vec1()?;
             let (usage, ppl) = codebook_stats(&ids, cfg.codebook_size);
             let mut rec = serde_json::json!({
@@ -305,8 +359,17 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
                 "ar_top1": accuracy(&out.logits, &out.ids)?,
                 "images_per_s": train.batch as f64 / t0.elapsed().as_secs_f64(),
             });
-            for (name, t) in &out.terms {
-                rec[*name] = serde_json::json!(t.to_scalar::<f32>()?);
+            // With several ranks: the loss and terms are means over the ranks; usage,
+            // perplexity and top-1 are rank 0's slice.
+            let terms = match reduced_terms {
+                Some(v) => v,
+                None => out.terms.iter().map(|(_, t)| t.to_scalar::<f32>()).collect::<candle_core::Result<_>>()?,
+            };
+            for ((name, _), v) in out.terms.iter().zip(&terms) {
+                rec[*name] = serde_json::json!(v);
+            }
+            if world > 1 {
+                rec["world_size"] = serde_json::json!(world);
             }
             if let Some(d) = disc_terms.last() {
                 rec["disc_hinge"] = serde_json::json!(d.hinge);
@@ -318,17 +381,17 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
         }
         bar.set_position(step);
         bar.set_message(format!("loss {last_loss:.4}"));
-        if (train.sample_every > 0 && step % train.sample_every == 0) || step == stop {
+        if lead && ((train.sample_every > 0 && step % train.sample_every == 0) || step == stop) {
             write_samples(&model, &jb.images, &out, &opts.out, step)?;
             // A plot that cannot be drawn must not stop a run.
             if let Err(e) = crate::plot::plot_losses(&opts.out.join(checkpoint::METRICS_FILE), &opts.out.join(LOSS_PLOT_FILE)) {
                 bar.println(format!("warning: {}: {e:#}", LOSS_PLOT_FILE));
             }
         }
-        let interrupted = opts.signals.as_ref().and_then(|s| s.received());
+        let interrupted = if world > 1 { agreed_signal } else { opts.signals.as_ref().and_then(|s| s.received()) };
         // Periodic saves wait out a NaN streak; the final and the signal save do not
         // (a skipped step changed no weight).
-        if (step % train.save_every.max(1) == 0 && !nan_guard.in_streak()) || step == stop || interrupted.is_some() {
+        if lead && ((step % train.save_every.max(1) == 0 && !nan_guard.in_streak()) || step == stop || interrupted.is_some()) {
             let state = TrainState {
                 step,
                 rng: rng.0,
@@ -347,7 +410,9 @@ pub fn fit(opts: FitOptions) -> Result<FitSummary> {
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("{} steps in {:.1} s ({:.2} steps/s), last loss {last_loss:.4}; checkpoint in {}", step - start_step, secs, (step - start_step) as f64 / secs.max(1e-9), opts.out.display());
+    if lead {
+        eprintln!("{} steps in {:.1} s ({:.2} steps/s), last loss {last_loss:.4}; checkpoint in {}", step - start_step, secs, (step - start_step) as f64 / secs.max(1e-9), opts.out.display());
+    }
     Ok(FitSummary { step, last_loss })
 }
 

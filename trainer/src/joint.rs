@@ -7,7 +7,7 @@
 //! dropout keeps a per-sample prefix of the latents for both halves; NTP
 //! always sees all L tokens.
 
-use crate::loss::{commitment, cosine_alignment, cross_entropy, entropy_penalty, l1, mse};
+use crate::loss::{commitment, cosine_alignment, cross_entropy, entropy_penalty, entropy_penalty_synced, l1, mse};
 use candle_core::{Module, Result, Tensor};
 use eostok_models::nn::layers::{softmax, straight_through_one_hot};
 use eostok_models::nn::Eostok;
@@ -88,9 +88,32 @@ pub fn nested_dropout(batch: usize, l: usize, p: f64, rng: &mut SplitMix64) -> V
 pub type Perceptual<'a> = Option<&'a eostok_models::nets::Lpips>;
 
 pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, lpips: Perceptual, rng: &mut SplitMix64) -> Result<JointOut> {
+    let b = batch.images.dim(0)?;
+    joint_forward_part(m, batch, w, lpips, rng, &Part { shard: crate::dist::Shard::whole(b), reduce: None })
+}
+
+/// Which part of a data-parallel batch `joint_forward_part` sees (`crate::dist`).
+pub struct Part<'a> {
+    /// `batch` holds images `[offset, offset + len)` of a global batch of `global`.
+    pub shard: crate::dist::Shard,
+    /// Sum over the ranks (the entropy term's code distribution); None with one rank.
+    pub reduce: Option<&'a dyn Fn(&Tensor) -> Result<Tensor>>,
+}
+
+/// `joint_forward` of one rank's slice of a global batch: the random draws (class
+/// dropout, nested dropout) are those of the whole global batch, in the order one
+/// process would draw them, and this slice keeps its share; so the ranks together
+/// see exactly the draws of a single process training on the global batch, and the
+/// RNG ends in the same state on every rank. A whole batch draws exactly as before.
+pub fn joint_forward_part(m: &Eostok, batch: &Batch, w: &LossConfig, lpips: Perceptual, rng: &mut SplitMix64, part: &Part) -> Result<JointOut> {
     let x = &batch.images;
     let b = x.dim(0)?;
     let l = m.cfg.latent_tokens;
+    let sh = part.shard;
+    if sh.len != b || sh.offset + sh.len > sh.global {
+        candle_core::bail!("batch of {b} images as slice {}..{} of {}", sh.offset, sh.offset + sh.len, sh.global);
+    }
+    let world = sh.global / sh.len;
 
     // Tokenize: encoder -> IBQ (hard codes forward, soft gradients back).
     let enc = m.encoder.forward(x)?;
@@ -101,11 +124,18 @@ pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, lpips: Perceptua
     // forward values) so the backward stops at the AR model instead of crossing the encoder.
     let tokenizer_frozen = [w.l2, w.l1, w.lpips, w.commit, w.entropy, w.apr, w.vfm_implicit, w.vfm_decoder].iter().all(|&x| x == 0.0);
     let ar_in = if tokenizer_frozen { q.ind.detach() } else { q.ind.clone() };
-    let (logits, _classes) = m.ar.forward_train(&ar_in, &batch.classes, rng)?;
+    let (logits, _classes) = if sh.is_whole() {
+        m.ar.forward_train(&ar_in, &batch.classes, rng)?
+    } else {
+        // One draw per sample of the global batch whatever its class: 1 marks a dropped class.
+        let dropped = eostok_models::nn::ar::drop_classes(&vec![0; sh.global], m.ar.class_dropout, 1, rng);
+        let used: Vec<u32> = batch.classes.iter().zip(&dropped[sh.offset..sh.offset + b]).map(|(&c, &d)| if d == 1 { m.ar.null_class } else { c }).collect();
+        (m.ar.forward_soft(&ar_in, &Tensor::new(used.as_slice(), x.device())?)?, used)
+    };
     let ntp = cross_entropy(&logits, &q.ids)?;
 
     // Decode reconstruction and (if on) APR predictions in one batch.
-    let keep = nested_dropout(b, l, w.nested_dropout, rng);
+    let keep = nested_dropout(sh.global, l, w.nested_dropout, rng)[sh.offset..sh.offset + b].to_vec();
     let apr_on = w.apr > 0.0;
     let (dec_in, dec_keep) = if apr_on {
         let (ind_ar, _) = straight_through_one_hot(&softmax(&logits)?)?;
@@ -121,7 +151,10 @@ pub fn joint_forward(m: &Eostok, batch: &Batch, w: &LossConfig, lpips: Perceptua
     let mut terms: Vec<(&'static str, Tensor, f64)> = vec![
         ("l2", mse(&recon, x)?, w.l2),
         ("commit", commitment(&q.z_norm, &q.z_q, w.commit_beta)?, w.commit),
-        ("entropy", entropy_penalty(&q.probs)?, w.entropy),
+        ("entropy", match (part.reduce, world > 1) {
+            (Some(reduce), true) => entropy_penalty_synced(&q.probs, world, reduce)?,
+            _ => entropy_penalty(&q.probs)?,
+        }, w.entropy),
         ("ntp", ntp, w.ntp),
     ];
     if w.l1 > 0.0 {

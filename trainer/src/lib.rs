@@ -5,10 +5,12 @@
 pub use eostok_models::checkpoint;
 pub mod data;
 pub mod disc;
+pub mod dist;
 pub mod faults;
 pub mod eval;
 pub mod fit;
 pub mod joint;
+pub mod launch;
 pub mod loss;
 pub mod optim;
 pub mod plot;

@@ -59,6 +59,29 @@ pub fn entropy_penalty(probs: &Tensor) -> Result<Tensor> {
     per_token - codebook
 }
 
+/// [`entropy_penalty`] of one rank's slice of a data-parallel batch (`world` equal
+/// slices). The per-token term is a mean and averages across ranks like every other
+/// term; the codebook term is an entropy of the *global* mean distribution: `reduce`
+/// sums the ranks' per-code sums (no gradient crosses it), this rank's own sum keeps its
+/// gradient, and the term is scaled by `world` in the gradient only, so that the mean
+/// of the ranks' gradients equals the single-process gradient of the whole batch. The
+/// value is this rank's per-token term minus the global codebook term.
+pub fn entropy_penalty_synced(probs: &Tensor, world: usize, reduce: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let k = probs.dim(D::Minus1)?;
+    let rows = probs.elem_count() / k;
+    let p = probs.reshape((rows, k))?;
+    let eps = 1e-8;
+    let per_token = (&p * (&p + eps)?.log()?)?.sum_keepdim(1)?.mean_all()?.neg()?;
+    let local = p.sum_keepdim(0)?;
+    let global = reduce(&local.detach())?.reshape(local.shape())?;
+    // Value: global sum / all rows; gradient: d/d(local) of the same.
+    let avg = ((&local + (global - &local)?.detach())? / (rows * world) as f64)?;
+    let codebook = (&avg * (&avg + eps)?.log()?)?.sum_all()?.neg()?;
+    let w = world as f64;
+    // value -codebook, gradient -world * d(codebook)
+    per_token - ((&codebook * w)? - (codebook.detach() * (w - 1.0))?)?
+}
+
 /// 1 - mean cosine similarity between projected features and targets
 /// [B, N, F] (REPA; targets are frozen VFM features).
 pub fn cosine_alignment(pred: &Tensor, target: &Tensor) -> Result<Tensor> {

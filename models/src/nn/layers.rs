@@ -17,6 +17,45 @@ pub fn normal(std: f64) -> Init {
     Init::Randn { mean: 0.0, stdev: std }
 }
 
+thread_local! {
+    static AUTOCAST_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Mixed precision (`eostok-train fit --precision bf16`): while a guard is alive, this
+/// thread's `Linear` layers and attention products multiply in bf16 and return f32.
+/// Weights (the f32 master copy), norms, softmax, losses and the codebook/IBQ products
+/// stay f32; gradients reach the f32 weights through the casts. bf16 has f32's exponent
+/// range, so no loss scaling is needed. Thread-local, so test threads do not interfere.
+pub struct Autocast {
+    prev: bool,
+}
+
+impl Autocast {
+    /// Turn bf16 matmuls on (`on`) or off for this thread until the guard drops.
+    pub fn bf16(on: bool) -> Autocast {
+        Autocast { prev: AUTOCAST_BF16.with(|c| c.replace(on)) }
+    }
+    /// Whether this thread's matmuls are in bf16 now.
+    pub fn is_bf16() -> bool {
+        AUTOCAST_BF16.with(|c| c.get())
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        AUTOCAST_BF16.with(|c| c.set(self.prev));
+    }
+}
+
+/// `a.matmul(b)`, in bf16 under [`Autocast`] (f32 in, f32 out).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() == DType::F32 && Autocast::is_bf16() {
+        a.to_dtype(DType::BF16)?.matmul(&b.to_dtype(DType::BF16)?)?.to_dtype(DType::F32)
+    } else {
+        a.matmul(b)
+    }
+}
+
 /// A `[rows, cols]` table stored as `path.weight`.
 pub fn table(vb: &VarBuilder, path: &str, rows: usize, cols: usize, std: f64) -> Result<Tensor> {
     vb.get_with_hints((rows, cols), &n::join(path, n::WEIGHT), normal(std))
@@ -46,7 +85,7 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let inp = *dims.last().expect("linear input has a last dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?;
+        let y = matmul(&x.reshape((rows, inp))?, &self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -141,12 +180,12 @@ pub const MASKED: f64 = -1e9;
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let hd = q.dim(D::Minus1)?;
     // Scale q ([.., T, hd]) rather than the scores ([.., T, T]): fewer values.
-    let scores = (q * (1.0 / (hd as f64).sqrt()))?.matmul(&k.t()?)?;
+    let scores = matmul(&(q * (1.0 / (hd as f64).sqrt()))?, &k.t()?)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    softmax(&scores)?.matmul(v)
+    matmul(&softmax(&scores)?, v)
 }
 
 /// [B,T,H*hd] -> [B,H,T,hd]

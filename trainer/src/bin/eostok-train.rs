@@ -1,5 +1,5 @@
-//! eostok-train: describe configs, initialise checkpoints (training: `fit`,
-//! coming with the trainer issue).
+//! eostok-train: describe configs, initialise checkpoints, train (`fit`), and
+//! start one `fit` per GPU (`launch`).
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -9,6 +9,7 @@ use eostok_models::nn::Eostok;
 use eostok_models::{param_counts, Config};
 use eostok_train::checkpoint;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,21 @@ enum Command {
     },
     /// Train the tokenizer and the AR model (joint end-to-end by default).
     Fit(Box<FitArgs>),
+    /// Data-parallel training on N GPUs of this machine: starts N `fit` processes with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set, forwards SIGINT/SIGTERM, fails if any rank fails (needs a build with --features nccl; docs/gpu.md).
+    Launch {
+        /// Processes to start, one per GPU (rank r uses cuda:N+r for --device cuda:N).
+        #[arg(long)]
+        gpus: usize,
+        /// MASTER_ADDR for the ranks.
+        #[arg(long, default_value = "127.0.0.1")]
+        master_addr: String,
+        /// MASTER_PORT for the ranks.
+        #[arg(long, default_value_t = 29500)]
+        master_port: u16,
+        /// `fit` and its arguments, as for a single process (--batch is the global batch).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "fit ARGS")]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -57,7 +73,7 @@ struct FitArgs {
     /// Total optimizer steps (a resumed run continues up to this step).
     #[arg(long, default_value_t = 1000)]
     steps: u64,
-    /// Images per step.
+    /// Images per pass (with several ranks: the global batch, split equally between them).
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Stop and save after this step, keeping the schedule of --steps (continue with --resume).
@@ -78,9 +94,15 @@ struct FitArgs {
     /// Seed of the initialisation, data order and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu (cuda:N with the `cuda` feature, later).
+    /// cpu, cuda:N (a build with --features cuda) or metal:N (--features metal). Under a launcher, rank r uses cuda:N+LOCAL_RANK.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// f32, or bf16 matmuls over f32 master weights (CUDA only).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: eostok_train::fit::Precision,
+    /// Gradient all-reduce bucket size in MiB (data-parallel runs).
+    #[arg(long, default_value_t = eostok_train::dist::DEFAULT_BUCKET_MIB)]
+    bucket_mib: f64,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
@@ -149,6 +171,10 @@ fn main() -> ExitCode {
         Command::Describe { config } => describe(&config),
         Command::Init { config, out, seed, force } => init(&config, &out, seed, force),
         Command::Fit(args) => fit(*args),
+        Command::Launch { gpus, master_addr, master_port, args } => {
+            let signals = exit::SignalFlag::install()?;
+            eostok_train::launch::launch(&eostok_train::launch::LaunchOptions { gpus, master_addr, master_port, args }, &signals)
+        }
     })
 }
 
@@ -178,11 +204,20 @@ fn init(config: &str, out: &std::path::Path, seed: u64, force: bool) -> Result<(
 }
 
 fn fit(a: FitArgs) -> Result<()> {
-    use eostok_train::fit::{FitOptions, TrainConfig};
-    let device = match a.device.as_str() {
-        "cpu" => Device::Cpu,
-        other => return Err(exit::bad_input(format!("--device {other}: only cpu in this build"))),
-    };
+    use eostok_train::fit::{FitOptions, Precision, TrainConfig};
+    let spec = eostok_models::DeviceSpec::parse(&a.device)?;
+    spec.check_compiled_in()?;
+    if a.precision == Precision::Bf16 && !matches!(spec, eostok_models::DeviceSpec::Cuda(_)) {
+        return Err(exit::bad_input(format!("--precision bf16 needs a CUDA device (--device cuda:N), not {spec}: CPU bf16 matmuls are emulated, slower than f32")));
+    }
+    let dist_env = eostok_train::dist::DistEnv::from_env()?;
+    let world = dist_env.as_ref().map_or(1, |d| d.world_size);
+    if !(a.bucket_mib.is_finite() && a.bucket_mib > 0.0) {
+        return Err(exit::bad_input(format!("--bucket-mib {}: must be a positive number", a.bucket_mib)));
+    }
+    if a.batch % world != 0 {
+        return Err(exit::bad_input(format!("--batch {} (the global batch) must be a multiple of WORLD_SIZE={world}", a.batch)));
+    }
     if a.batch == 0 || a.steps == 0 || a.accum == 0 {
         return Err(exit::bad_input("--steps, --batch and --accum must be positive"));
     }
@@ -194,7 +229,9 @@ fn fit(a: FitArgs) -> Result<()> {
             return Err(exit::bad_input("--tau applies to a fresh run; a resumed run keeps its config's τ"));
         }
     }
-    if a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
+    // Rank 0 owns the run directory (the others may see it filling up already).
+    let lead = dist_env.as_ref().is_none_or(|d| d.rank == 0);
+    if lead && a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
         return Err(exit::bad_input(format!("{}: run directory is not empty (use --resume {} to continue it)", a.out.display(), a.out.display())));
     }
     let train = TrainConfig {
@@ -224,7 +261,49 @@ fn fit(a: FitArgs) -> Result<()> {
         disc: eostok_train::disc::DiscConfig { on: a.disc == "patchgan", weight: a.gan_weight, start: a.gan_start, lecam: a.lecam, lr: a.disc_lr, ..Default::default() },
     };
     eostok_train::faults::check_train(&train)?;
+    let (device, dist) = match dist_env.filter(|d| d.world_size > 1) {
+        None => (spec.open()?, None),
+        Some(env) => join_group(&env, spec, &a.out)?,
+    };
     let signals = exit::SignalFlag::install()?;
-    eostok_train::fit::fit(FitOptions { config: a.config, out: a.out, resume: a.resume, train, device, progress: !a.quiet, signals: Some(signals), stop_at: a.stop_at, max_nan_steps: a.max_nan_steps })?;
+    eostok_train::fit::fit(FitOptions {
+        config: a.config,
+        out: a.out,
+        resume: a.resume,
+        train,
+        device,
+        progress: !a.quiet,
+        signals: Some(signals),
+        stop_at: a.stop_at,
+        max_nan_steps: a.max_nan_steps,
+        dist,
+        bucket_mib: a.bucket_mib,
+        precision: a.precision,
+    })?;
     Ok(())
+}
+
+type Group = Option<std::sync::Arc<dyn eostok_train::dist::Collective>>;
+
+/// This process's device and its NCCL group (WORLD_SIZE > 1).
+fn join_group(env: &eostok_train::dist::DistEnv, spec: eostok_models::DeviceSpec, out: &std::path::Path) -> Result<(Device, Group)> {
+    let world = env.world_size;
+    let eostok_models::DeviceSpec::Cuda(first) = spec else {
+        return Err(exit::bad_input(format!(
+            "WORLD_SIZE={world}: multi-process data-parallel training runs over NCCL between CUDA devices (--device cuda), not {spec}; a CPU run is one process"
+        )));
+    };
+    #[cfg(not(feature = "nccl"))]
+    {
+        let _ = (first, out);
+        Err(exit::bad_input(format!("WORLD_SIZE={world}: built without the `nccl` feature; rebuild with --features nccl")))
+    }
+    #[cfg(feature = "nccl")]
+    {
+        let device = eostok_models::DeviceSpec::Cuda(first + env.local_rank).open()?;
+        let id_file = env.id_file.clone().unwrap_or_else(|| eostok_train::launch::default_id_file(out, env.master_port));
+        eprintln!("rank {} of {world}: {} (NCCL id via {})", env.rank, eostok_models::DeviceSpec::Cuda(first + env.local_rank), id_file.display());
+        let group = eostok_train::dist::NcclGroup::init(env, &device, &id_file)?;
+        Ok((device, Some(std::sync::Arc::new(group))))
+    }
 }

@@ -68,6 +68,15 @@ impl Loader {
         load_batch(self.dataset.as_ref(), &picks, self.resolution, &self.device)
     }
 
+    /// Samples `[start, start + len)` of the next batch of `batch_size`: the loader
+    /// advances past the whole batch but decodes only that slice (data parallelism:
+    /// every rank keeps the global order and trains on its own part of each batch).
+    pub fn next_batch_part(&mut self, batch_size: usize, start: usize, len: usize) -> Result<Batch> {
+        let picks = self.sampler.next_picks(batch_size);
+        let part = picks.get(start..start + len).ok_or_else(|| anyhow::anyhow!("slice {start}..{} of a batch of {batch_size}", start + len))?;
+        load_batch(self.dataset.as_ref(), part, self.resolution, &self.device)
+    }
+
     /// Position of the next batch (store it in the checkpoint).
     pub fn position(&self) -> DataPosition {
         self.sampler.position()
