@@ -184,7 +184,8 @@ pub fn precision_chart(
                 let area = &panels[k * 2 + c];
                 let xv: Vec<f64> = points.iter().map(xf).collect();
                 let (xlo, xhi) = xv.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                let xpad = ((xhi - xlo) * 0.08).max(xhi.abs() * 0.02).max(1e-3);
+                // Log x (bits per weight run 4..32; sizes likewise): multiplicative padding.
+                let (xlo, xhi) = (xlo.max(1e-6) / 1.12, xhi.max(1e-6) * 1.12);
                 let mut cb = ChartBuilder::on(area);
                 cb.margin(14);
                 if text {
@@ -193,12 +194,13 @@ pub fn precision_chart(
                         .y_label_area_size(60);
                 }
                 let mut chart = cb
-                    .build_cartesian_2d((xlo - xpad).max(0.0)..xhi + xpad, ylo..yhi)
+                    .build_cartesian_2d((xlo..xhi).log_scale().with_key_points(log_ticks(xlo, xhi)), ylo..yhi)
                     .map_err(|e| anyhow!("{e}"))?;
                 if text {
                     chart
                         .configure_mesh()
                         .x_desc(*xname)
+                        .x_label_formatter(&|x| format!("{x:.3}").trim_end_matches('0').trim_end_matches('.').to_string())
                         .y_desc(net.fd_name())
                         .label_style(("sans-serif", 14))
                         .draw()
@@ -207,13 +209,13 @@ pub fn precision_chart(
                     chart.configure_mesh().disable_x_mesh().disable_y_mesh().draw().map_err(|e| anyhow!("{e}"))?;
                 }
                 if let Some(fv) = floor_v {
-                    let (a, b) = ((xlo - xpad).max(0.0), xhi + xpad);
+                    let (a, b) = (xlo.ln(), xhi.ln());
                     let steps = 40;
-                    // Dashed: every other segment.
+                    // Dashed: every other segment (even in log x).
                     chart
                         .draw_series((0..steps).step_by(2).map(|i| {
-                            let x0 = a + (b - a) * i as f64 / steps as f64;
-                            let x1 = a + (b - a) * (i + 1) as f64 / steps as f64;
+                            let x0 = (a + (b - a) * i as f64 / steps as f64).exp();
+                            let x1 = (a + (b - a) * (i + 1) as f64 / steps as f64).exp();
                             PathElement::new(vec![(x0, fv), (x1, fv)], RGBColor(120, 120, 120).stroke_width(2))
                         }))
                         .map_err(|e| anyhow!("{e}"))?;
@@ -221,7 +223,7 @@ pub fn precision_chart(
                         chart
                             .draw_series(std::iter::once(Text::new(
                                 format!("real floor {fv:.2}"),
-                                (a + (b - a) * 0.02, fv + (yhi - ylo) * 0.045),
+                                ((a + (b - a) * 0.02).exp(), fv + (yhi - ylo) * 0.045),
                                 ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
                             )))
                             .map_err(|e| anyhow!("{e}"))?;
@@ -234,11 +236,13 @@ pub fn precision_chart(
                     .collect();
                 if text {
                     let font = ("sans-serif", 14).into_font();
+                    let pixels: Vec<(i32, i32)> = finite.iter().map(|&(x, y, _)| chart.backend_coord(&(x, y))).collect();
+                    let offsets = label_offsets(&pixels, &finite.iter().map(|p| p.2).collect::<Vec<_>>());
                     chart
-                        .draw_series(finite.iter().map(|&(x, y, label)| {
+                        .draw_series(finite.iter().zip(offsets).map(|(&(x, y, label), off)| {
                             EmptyElement::at((x, y))
                                 + Circle::new((0, 0), 5, color.filled())
-                                + Text::new(label.to_string(), (7, -16), font.clone())
+                                + Text::new(label.to_string(), off, font.clone())
                         }))
                         .map_err(|e| anyhow!("{e}"))?;
                 } else {
@@ -252,4 +256,42 @@ pub fn precision_chart(
     }
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
+}
+
+/// Pixel offsets for point labels (about 8 px per character, 14 px high) so that no two
+/// labels and no label and another point overlap where a free spot exists nearby.
+fn label_offsets(points: &[(i32, i32)], labels: &[&str]) -> Vec<(i32, i32)> {
+    const CANDIDATES: [(i32, i32); 8] = [(7, -18), (7, 4), (7, -34), (7, 20), (-7, -18), (-7, 4), (-7, -34), (-7, 20)];
+    let mut placed: Vec<(i32, i32, i32, i32)> = vec![];
+    let mut out = vec![(7, -18); points.len()];
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by_key(|&i| (points[i].0, points[i].1));
+    let overlaps = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    for i in order {
+        let (px, py) = points[i];
+        let w = 8 * labels[i].chars().count() as i32;
+        let boxed = |(dx, dy): (i32, i32)| {
+            // A negative dx puts the label's right end at the point.
+            let x0 = if dx < 0 { px + dx - w } else { px + dx };
+            (x0, py + dy, x0 + w, py + dy + 14)
+        };
+        let free = |b: (i32, i32, i32, i32)| {
+            !placed.iter().any(|&p| overlaps(p, b)) && !points.iter().any(|&(qx, qy)| overlaps(b, (qx - 5, qy - 5, qx + 5, qy + 5)))
+        };
+        let pick = CANDIDATES.iter().copied().find(|&c| free(boxed(c))).unwrap_or(CANDIDATES[0]);
+        placed.push(boxed(pick));
+        out[i] = if pick.0 < 0 { (pick.0 - w, pick.1) } else { pick };
+    }
+    out
+}
+
+/// Tick values for a log axis over [lo, hi]: 1, 1.5, 2, 3, 4, 5, 6, 8 times powers of ten.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut v = vec![];
+    let mut p = 10f64.powi(lo.log10().floor() as i32);
+    while p <= hi {
+        v.extend([1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0].iter().map(|m| m * p).filter(|x| (lo..=hi).contains(x)));
+        p *= 10.0;
+    }
+    v
 }
