@@ -434,10 +434,10 @@ mod tests {
             })
             .collect();
         let outs: Vec<Vec<Vec<f32>>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        for round in 0..20 {
-            let want: Vec<f32> = (0..5).map(|i| ((i + round) as f32 * 0.1 + (10 + i + round) as f32 * 0.1) + (20 + i + round) as f32 * 0.1).collect();
-            for r in 0..3 {
-                assert_eq!(outs[r][round], want, "rank {r} round {round}");
+        for (r, rounds) in outs.iter().enumerate() {
+            for (round, got) in rounds.iter().enumerate() {
+                let want: Vec<f32> = (0..5).map(|i| ((i + round) as f32 * 0.1 + (10 + i + round) as f32 * 0.1) + (20 + i + round) as f32 * 0.1).collect();
+                assert_eq!(got, &want, "rank {r} round {round}");
             }
         }
     }

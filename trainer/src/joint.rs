@@ -97,8 +97,11 @@ pub struct Part<'a> {
     /// `batch` holds images `[offset, offset + len)` of a global batch of `global`.
     pub shard: crate::dist::Shard,
     /// Sum over the ranks (the entropy term's code distribution); None with one rank.
-    pub reduce: Option<&'a dyn Fn(&Tensor) -> Result<Tensor>>,
+    pub reduce: Option<Reduce<'a>>,
 }
+
+/// An all-reduce (sum) of a tensor over the ranks.
+pub type Reduce<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
 
 /// `joint_forward` of one rank's slice of a global batch: the random draws (class
 /// dropout, nested dropout) are those of the whole global batch, in the order one
