@@ -240,7 +240,11 @@ pub fn precision_chart(
                     let offsets = label_offsets(&pixels, &finite.iter().map(|p| p.2).collect::<Vec<_>>());
                     chart
                         .draw_series(finite.iter().zip(offsets).map(|(&(x, y, label), off)| {
+                            // A leader line from the point to a label moved off its usual spot.
+                            let w = 8 * label.chars().count() as i32;
+                            let end = if off == (7, -18) { (0, 0) } else { (if off.0 < 0 { off.0 + w } else { off.0 }, off.1 + 7) };
                             EmptyElement::at((x, y))
+                                + PathElement::new(vec![(0, 0), end], RGBColor(150, 150, 150))
                                 + Circle::new((0, 0), 5, color.filled())
                                 + Text::new(label.to_string(), off, font.clone())
                         }))
@@ -261,7 +265,7 @@ pub fn precision_chart(
 /// Pixel offsets for point labels (about 8 px per character, 14 px high) so that no two
 /// labels and no label and another point overlap where a free spot exists nearby.
 fn label_offsets(points: &[(i32, i32)], labels: &[&str]) -> Vec<(i32, i32)> {
-    const CANDIDATES: [(i32, i32); 8] = [(7, -18), (7, 4), (7, -34), (7, 20), (-7, -18), (-7, 4), (-7, -34), (-7, 20)];
+    const CANDIDATES: [(i32, i32); 10] = [(7, -18), (7, 4), (7, -34), (7, 20), (7, -50), (7, 36), (-7, -18), (-7, 4), (-7, -34), (-7, 20)];
     let mut placed: Vec<(i32, i32, i32, i32)> = vec![];
     let mut out = vec![(7, -18); points.len()];
     let mut order: Vec<usize> = (0..points.len()).collect();
