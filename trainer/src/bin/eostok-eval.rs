@@ -74,21 +74,40 @@ struct ClassifyCli {
     /// Classifier file stem (default: the asset cache's fashion-mnist-classifier).
     #[arg(long)]
     classifier: Option<PathBuf>,
-    /// Sampling temperature for models (0 = greedy).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    /// Classifier-free guidance scale (1 = off).
-    #[arg(long = "cfg", default_value_t = 1.0)]
-    cfg_scale: f32,
+    #[command(flatten)]
+    sampling: SamplingCli,
     /// Print one JSON object (schema eostok-eval/classify/1).
     #[arg(long)]
     json: bool,
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// How model sources sample (shared by `fd` and `classify`).
+#[derive(clap::Args)]
+struct SamplingCli {
+    /// Sampling temperature for model sources (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Top-k for model sources (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p for model sources (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Classifier-free guidance scale for model sources (1 = off).
+    #[arg(long = "cfg", default_value_t = 1.0)]
+    cfg_scale: f32,
+}
+
+impl SamplingCli {
+    /// The checked settings (bad values: exit 2).
+    fn settings(&self) -> Result<SampleSettings> {
+        if !(self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0 && self.cfg_scale.is_finite()) {
+            return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
+        }
+        Ok(SampleSettings { sampling: TokenSampling { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p }, cfg_scale: self.cfg_scale })
+    }
 }
 
 #[derive(clap::Args)]
@@ -123,18 +142,8 @@ struct FdCli {
     /// Neither read nor write cached real statistics.
     #[arg(long)]
     no_cache: bool,
-    /// Sampling temperature for model sources (0 = greedy).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Top-k for model sources (0 = off).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Top-p for model sources (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    /// Classifier-free guidance scale for model sources (1 = off).
-    #[arg(long = "cfg", default_value_t = 1.0)]
-    cfg_scale: f32,
+    #[command(flatten)]
+    sampling: SamplingCli,
     /// EfficientNet-Lite0 safetensors (default: efficientnet-lite0.safetensors in the asset cache).
     #[arg(long)]
     effnet_weights: Option<PathBuf>,
@@ -194,9 +203,6 @@ fn main() -> ExitCode {
 }
 
 fn fd(c: FdCli) -> Result<()> {
-    if !(c.temperature >= 0.0 && c.top_p > 0.0 && c.top_p <= 1.0 && c.cfg_scale.is_finite()) {
-        return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
-    }
     let args = FdArgs {
         real: c.real,
         fake: c.fake,
@@ -208,7 +214,7 @@ fn fd(c: FdCli) -> Result<()> {
         size: c.size,
         cache_dir: c.cache,
         no_cache: c.no_cache,
-        sample: SampleSettings { sampling: TokenSampling { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p }, cfg_scale: c.cfg_scale },
+        sample: c.sampling.settings()?,
         effnet_weights: c.effnet_weights,
         dinov2_weights: c.dinov2_weights,
         inception_weights: c.inception_weights,
@@ -269,14 +275,14 @@ fn train_classifier_cmd(c: TrainClassifierCli) -> Result<()> {
 }
 
 fn classify_cmd(c: ClassifyCli) -> Result<()> {
-    if c.n == 0 || !(c.temperature >= 0.0 && c.top_p > 0.0 && c.top_p <= 1.0 && c.cfg_scale.is_finite()) {
-        return Err(bad_input("-n must be at least 1, --temperature >= 0, --top-p in (0, 1], --cfg finite"));
+    if c.n == 0 {
+        return Err(bad_input("-n must be at least 1"));
     }
     let args = ClassifyArgs {
         source: c.source,
         per_class: c.n,
         seed: c.seed,
-        sample: SampleSettings { sampling: TokenSampling { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p }, cfg_scale: c.cfg_scale },
+        sample: c.sampling.settings()?,
         classifier: c.classifier.unwrap_or_else(default_classifier),
         progress: !c.quiet,
     };
