@@ -568,17 +568,7 @@ fn print_table(rows: &[&TypeRow], ctx: &Context_, a: &PrecisionArgs) {
     let col_refs: Vec<(&str, usize)> = cols.iter().map(|(n, w)| (n.as_str(), *w)).collect();
     let mut t = util::Table::new(false, &col_refs);
     for r in rows {
-        let mut cells = vec![
-            r.ty.name().to_string(),
-            format!("{:.2}", r.matrix_bpw),
-            format!("{:.3}", util::mib(r.file_bytes as f64)),
-            format!("{:.1}", r.tokens_per_s()),
-            format!("{:.2}", r.images_per_s()),
-            format!("{:.4}", r.token_agree),
-            format!("{:.4}", r.seq_agree),
-            psnr_text(r.psnr()),
-        ];
-        cells.extend(r.fd.iter().map(|f| format!("{f:.2}")));
+        let mut cells = measured_cells(r);
         cells.push(r.fallback_text());
         cells.push(r.types_text());
         t.row(&cells, Value::Null);
@@ -587,6 +577,22 @@ fn print_table(rows: &[&TypeRow], ctx: &Context_, a: &PrecisionArgs) {
         let parts: Vec<String> = ctx.nets.iter().zip(&f.fd).map(|(n, v)| format!("{} {v:.2}", n.fd_name())).collect();
         println!("# real floor: {} vs {} (n={} each): {}", ctx.real.as_deref().unwrap_or("?"), f.spec, f.n, parts.join(", "));
     }
+}
+
+/// The measured columns of a row, as the stdout table and precision.md print them.
+fn measured_cells(r: &TypeRow) -> Vec<String> {
+    let mut cells = vec![
+        r.ty.name().to_string(),
+        format!("{:.2}", r.matrix_bpw),
+        format!("{:.3}", util::mib(r.file_bytes as f64)),
+        format!("{:.1}", r.tokens_per_s()),
+        format!("{:.2}", r.images_per_s()),
+        format!("{:.4}", r.token_agree),
+        format!("{:.4}", r.seq_agree),
+        psnr_text(r.psnr()),
+    ];
+    cells.extend(r.fd.iter().map(|f| format!("{f:.2}")));
+    cells
 }
 
 /// `precision.md`: the table, the machine, the command, the date.
@@ -625,17 +631,7 @@ fn docs_markdown(rows: &[&TypeRow], ctx: &Context_, a: &PrecisionArgs) -> String
     head.push("matrix types as written".into());
     s += &format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
     for r in rows {
-        let mut cells = vec![
-            format!("{}", r.ty.name()),
-            format!("{:.2}", r.matrix_bpw),
-            format!("{:.3}", util::mib(r.file_bytes as f64)),
-            format!("{:.1}", r.tokens_per_s()),
-            format!("{:.2}", r.images_per_s()),
-            format!("{:.4}", r.token_agree),
-            format!("{:.4}", r.seq_agree),
-            psnr_text(r.psnr()),
-        ];
-        cells.extend(r.fd.iter().map(|f| format!("{f:.2}")));
+        let mut cells = measured_cells(r);
         let fb = if r.fell_back > 0 { format!(" ({} fell back)", r.fallback_text()) } else { String::new() };
         cells.push(format!("{}{fb}", r.types_text()));
         s += &format!("| {} |\n", cells.join(" | "));
