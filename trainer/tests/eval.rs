@@ -254,6 +254,35 @@ fn fd_cli_bad_input() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+#[test]
+fn every_subcommand_refuses_a_device_this_build_lacks() {
+    let fixture = root().join("tests/fixtures/fashion-mnist");
+    let f = fixture.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["fd", "--real", f, "--fake", f, "-n", "4"],
+        &["recon", "--checkpoint", "/nonexistent", "--data", f],
+        &["train-classifier", "--data", f, "--test", f],
+        &["classify", f],
+    ];
+    for c in commands {
+        let with = |dev: &str| {
+            let mut a = c.to_vec();
+            a.extend(["--device", dev]);
+            eval(&a)
+        };
+        if !cfg!(feature = "cuda") {
+            let o = with("cuda:0");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{c:?}: {err}");
+            assert!(err.contains("rebuild with --features cuda"), "{c:?}: {err}");
+        }
+        let o = with("tpu:1");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{c:?}: {err}");
+        assert!(err.contains("expected cpu, cuda:N"), "{c:?}: {err}");
+    }
+}
+
 const RECON_KEYS: [&str; 23] = [
     "checkpoint",
     "codebook_size",

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use eostok_models::exit::{self, bad_input};
 use eostok_models::nets::LpipsNet;
 use eostok_models::sampling::TokenSampling;
+use eostok_models::DeviceSpec;
 use eostok_train::eval::classify::{classify, classify_text, train_classifier, ClassifyArgs, TrainClassifierArgs, CLASSIFIER_STEM};
 use eostok_train::eval::fd_cmd::{fd_text, run_fd, FdArgs};
 use eostok_train::eval::features::FeatureNet;
@@ -56,6 +57,9 @@ struct TrainClassifierCli {
     /// Train on the first N images only (quick checks).
     #[arg(long)]
     limit: Option<usize>,
+    /// Where the nets run: cpu, cuda:N (a build with --features cuda) or metal:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long)]
     json: bool,
     #[arg(short, long)]
@@ -79,6 +83,9 @@ struct ClassifyCli {
     /// Print one JSON object (schema eostok-eval/classify/1).
     #[arg(long)]
     json: bool,
+    /// Where the nets run: cpu, cuda:N (a build with --features cuda) or metal:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(short, long)]
     quiet: bool,
 }
@@ -153,6 +160,9 @@ struct FdCli {
     /// pytorch-fid Inception-v3 weights as safetensors (for --features inception, not implemented yet).
     #[arg(long)]
     inception_weights: Option<PathBuf>,
+    /// Where the nets run: cpu, cuda:N (a build with --features cuda) or metal:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Print one JSON object (schema eostok-eval/fd/1) instead of text.
     #[arg(long)]
     json: bool,
@@ -184,6 +194,9 @@ struct ReconCli {
     /// Feature net of rFD: effnet-lite0, dinov2, or none.
     #[arg(long, default_value = "effnet-lite0")]
     features: String,
+    /// Where the nets run: cpu, cuda:N (a build with --features cuda) or metal:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Print one JSON object (schema eostok-eval/recon/1) instead of text.
     #[arg(long)]
     json: bool,
@@ -218,6 +231,7 @@ fn fd(c: FdCli) -> Result<()> {
         effnet_weights: c.effnet_weights,
         dinov2_weights: c.dinov2_weights,
         inception_weights: c.inception_weights,
+        device: device_arg(&c.device)?,
         progress: !c.quiet,
     };
     let v = run_fd(&args)?;
@@ -239,7 +253,7 @@ fn recon(c: ReconCli) -> Result<()> {
         "alex" => Some(LpipsNet::Alex),
         _ => None,
     };
-    let args = ReconArgs { checkpoint: c.checkpoint, data: c.data, n: c.n, seed: c.seed, ema: c.weights == "ema", lpips, features, progress: !c.quiet };
+    let args = ReconArgs { checkpoint: c.checkpoint, data: c.data, n: c.n, seed: c.seed, ema: c.weights == "ema", lpips, features, device: device_arg(&c.device)?, progress: !c.quiet };
     let v = run_recon(&args)?;
     if c.json {
         println!("{}", serde_json::to_string(&v)?);
@@ -247,6 +261,13 @@ fn recon(c: ReconCli) -> Result<()> {
         print!("{}", recon_text(&v));
     }
     Ok(())
+}
+
+/// A `--device` value this build can open (else exit 2 before any work).
+fn device_arg(s: &str) -> Result<DeviceSpec> {
+    let d = DeviceSpec::parse(s)?;
+    d.check_compiled_in()?;
+    Ok(d)
 }
 
 fn default_classifier() -> PathBuf {
@@ -258,7 +279,7 @@ fn train_classifier_cmd(c: TrainClassifierCli) -> Result<()> {
         return Err(bad_input("--epochs must be at least 1"));
     }
     let out = c.out.unwrap_or_else(default_classifier);
-    let args = TrainClassifierArgs { train: c.data, test: c.test, epochs: c.epochs, seed: c.seed, out: out.clone(), limit: c.limit, progress: !c.quiet };
+    let args = TrainClassifierArgs { train: c.data, test: c.test, epochs: c.epochs, seed: c.seed, out: out.clone(), limit: c.limit, device: device_arg(&c.device)?, progress: !c.quiet };
     let info = train_classifier(&args)?;
     if c.json {
         println!("{}", serde_json::to_string(&info)?);
@@ -284,6 +305,7 @@ fn classify_cmd(c: ClassifyCli) -> Result<()> {
         seed: c.seed,
         sample: c.sampling.settings()?,
         classifier: c.classifier.unwrap_or_else(default_classifier),
+        device: device_arg(&c.device)?,
         progress: !c.quiet,
     };
     let r = classify(&args)?;

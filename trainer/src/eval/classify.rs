@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{linear, Linear, Optimizer, VarBuilder, VarMap};
 use eostok_models::exit::bad_input;
+use eostok_models::DeviceSpec;
 use eostok_models::sampling::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -155,12 +156,13 @@ pub struct TrainClassifierArgs {
     pub out: PathBuf,
     /// Use only the first N training images (tests).
     pub limit: Option<usize>,
+    pub device: DeviceSpec,
     pub progress: bool,
 }
 
 /// Train the classifier and write it (atomically) to `args.out`.
 pub fn train_classifier(args: &TrainClassifierArgs) -> Result<ClassifierInfo> {
-    let device = Device::Cpu;
+    let device = args.device.open()?;
     let train: Arc<dyn Dataset> = resolve_data(&args.train, None)?;
     let test: Arc<dyn Dataset> = resolve_data(&args.test, None)?;
     let names = train.class_names().to_vec();
@@ -238,6 +240,8 @@ pub struct ClassifyArgs {
     pub seed: u64,
     pub sample: SampleSettings,
     pub classifier: PathBuf,
+    /// Where the classifier runs (generation from a .gguf stays on the runtime's CPU path).
+    pub device: DeviceSpec,
     pub progress: bool,
 }
 
@@ -258,7 +262,7 @@ pub struct ClassifyResult {
 }
 
 pub fn classify(args: &ClassifyArgs) -> Result<ClassifyResult> {
-    let device = Device::Cpu;
+    let device = args.device.open()?;
     let clf = Classifier::load(&args.classifier, &device)?;
     let src = Source::open(&args.source)?;
     let names = clf.info.class_names.clone();

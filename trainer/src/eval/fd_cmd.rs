@@ -10,6 +10,7 @@ use super::sources::{Plan, SampleSettings, Source};
 use anyhow::Result;
 use candle_core::Device;
 use eostok_models::exit::bad_input;
+use eostok_models::DeviceSpec;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,6 +39,8 @@ pub struct FdArgs {
     pub effnet_weights: Option<PathBuf>,
     pub dinov2_weights: Option<PathBuf>,
     pub inception_weights: Option<PathBuf>,
+    /// Where the feature nets run (generation from a .gguf stays on the runtime's CPU path).
+    pub device: DeviceSpec,
     pub progress: bool,
 }
 
@@ -62,12 +65,12 @@ fn extract(
     sample: &SampleSettings,
     nets: &[&Extractor],
     label: &str,
+    dev: &Device,
     progress: bool,
 ) -> Result<Vec<FeatureSet>> {
-    let dev = Device::Cpu;
     let bar = progress_bar(plan.len(), label, progress);
     let mut sets = vec![FeatureSet::default(); nets.len()];
-    src.for_each_batch(plan, size, seed, sample, &dev, |x| {
+    src.for_each_batch(plan, size, seed, sample, dev, |x| {
         let b = x.dim(0)?;
         for (net, set) in nets.iter().zip(sets.iter_mut()) {
             set.push(net.run(&x)?, b);
@@ -103,7 +106,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     eprintln!("real: {} -> {} images at {size} px", real.describe(), real_plan.len());
     eprintln!("fake: {} -> {} images at {size} px", fake.describe(), fake_plan.len());
 
-    let dev = Device::Cpu;
+    let dev = a.device.open()?;
     let extractors = a
         .features
         .iter()
@@ -145,7 +148,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let missing: Vec<usize> = (0..extractors.len()).filter(|&i| real_stats[i].is_none()).collect();
     if !missing.is_empty() {
         let nets: Vec<&Extractor> = missing.iter().map(|&i| &extractors[i]).collect();
-        let sets = extract(&real, &real_plan, size, a.seed, &a.sample, &nets, "real", a.progress)?;
+        let sets = extract(&real, &real_plan, size, a.seed, &a.sample, &nets, "real", &dev, a.progress)?;
         for (&i, set) in missing.iter().zip(sets) {
             let net = extractors[i].net();
             let stats = Stats::from_features(&set.features, net.dim());
@@ -162,7 +165,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
 
     let t_fake = Instant::now();
     let nets: Vec<&Extractor> = extractors.iter().collect();
-    let fake_sets = extract(&fake, &fake_plan, size, a.seed, &a.sample, &nets, "fake", a.progress)?;
+    let fake_sets = extract(&fake, &fake_plan, size, a.seed, &a.sample, &nets, "fake", &dev, a.progress)?;
     let secs_fake = t_fake.elapsed().as_secs_f64();
 
     let t_metrics = Instant::now();

@@ -20,9 +20,10 @@ use super::progress_bar;
 use crate::data::{epoch_order, load_batch, resolve_data, Pick};
 use crate::loss::codebook_stats;
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use eostok_models::checkpoint::{self, WeightSet};
 use eostok_models::exit::bad_input;
+use eostok_models::DeviceSpec;
 use eostok_models::nets::{Lpips, LpipsNet};
 use eostok_models::nn::Eostok;
 use serde_json::{json, Value};
@@ -42,6 +43,7 @@ pub struct ReconArgs {
     pub ema: bool,
     pub lpips: Option<LpipsNet>,
     pub features: Option<FeatureNet>,
+    pub device: DeviceSpec,
     pub progress: bool,
 }
 
@@ -73,7 +75,7 @@ pub fn run_recon(a: &ReconArgs) -> Result<Value> {
     if a.features == Some(FeatureNet::Inception) {
         return Err(super::features::inception_not_implemented(None));
     }
-    let dev = Device::Cpu;
+    let dev = a.device.open()?;
     let cfg = checkpoint::load_config(&a.checkpoint)?;
     let set = if a.ema { WeightSet::Ema } else { WeightSet::Raw };
     let weights = checkpoint::load_weights(&a.checkpoint, &cfg, set, &dev)?;
