@@ -1,14 +1,17 @@
 //! eostok-run: class-conditional image generation from an EOSTok GGUF file
-//! on the CPU — file → tensors → kernels → model → sampler → image.
+//! on the CPU — file → tensors → kernels → model → sampler → image. With
+//! `--device cuda:N`/`metal:N` (a build with `--features cuda`/`metal`) the
+//! same file runs on a GPU through candle (`eostok_runtime::gpu`).
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use eostok_models::exit::{self, bad_input, BadInputExt};
 use eostok_models::sampling::TokenSampling;
+use eostok_models::{Config, DeviceSpec};
 use eostok_runtime::generate::{generate, GenerateOptions};
 use eostok_runtime::gguf::GgufFile;
 use eostok_runtime::image_out::{grid, save_png, to_rgb8};
-use eostok_runtime::model::Model;
+use eostok_runtime::model::{class_id, Model};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,8 +20,8 @@ use std::time::Instant;
 #[command(
     name = "eostok-run",
     version,
-    about = "Generate images with an EOSTok model (GGUF) on the CPU",
-    long_about = "Generate class-conditional images with an EOSTok model: the AR transformer samples 1D tokens with a KV cache, the decoder turns them into pixels. With no MODEL the bundled default model is used (when built with the `bundled-model` feature)."
+    about = "Generate images with an EOSTok model (GGUF) on the CPU (or a GPU: --device)",
+    long_about = "Generate class-conditional images with an EOSTok model: the AR transformer samples 1D tokens with a KV cache, the decoder turns them into pixels. With no MODEL the bundled default model is used (when built with the `bundled-model` feature). The CPU path uses the runtime's own kernels on the file's weights as stored; --device cuda:N / metal:N (a build with --features cuda / metal) runs the same file through candle on a GPU, weights dequantized to f32 on load."
 )]
 struct Cli {
     /// GGUF model file (default: the bundled model).
@@ -68,6 +71,90 @@ struct Cli {
     /// Print timings (tokens/s, decode ms).
     #[arg(short, long)]
     verbose: bool,
+    /// Where to run: cpu (the runtime's own kernels; default), cuda:N (a build with
+    /// --features cuda) or metal:N (--features metal, macOS). GPUs run the candle
+    /// model on weights dequantized to f32 (4 bytes a weight on the device); the
+    /// same seed gives the CPU path's tokens up to float rounding.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: String,
+}
+
+/// Where the model runs: our kernels on the file's bytes, or candle on a device.
+#[allow(clippy::large_enum_variant)] // one per run
+enum Engine<'a> {
+    Cpu(Model<'a>),
+    #[cfg(feature = "candle")]
+    Gpu(eostok_runtime::gpu::CandleModel, DeviceSpec),
+}
+
+impl Engine<'_> {
+    fn cfg(&self) -> &Config {
+        match self {
+            Engine::Cpu(m) => &m.cfg,
+            #[cfg(feature = "candle")]
+            Engine::Gpu(m, _) => &m.cfg,
+        }
+    }
+
+    /// Token ids per class; `on_step` after each step (CPU only: candle's
+    /// sampler runs all steps in one call).
+    fn sample(&self, classes: &[u32], steps: usize, opts: &GenerateOptions, on_step: impl FnMut(usize)) -> Result<Vec<Vec<u32>>> {
+        match self {
+            Engine::Cpu(m) => Ok(generate(m, classes, steps, opts, false, on_step)?.ids),
+            #[cfg(feature = "candle")]
+            Engine::Gpu(m, _) => Ok(m.generate(classes, steps, opts, false)?.ids),
+        }
+    }
+
+    /// Images [B, C, H, W] in about [-1, 1], on the host.
+    fn decode(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
+        match self {
+            Engine::Cpu(m) => m.decoder.decode(ids),
+            #[cfg(feature = "candle")]
+            Engine::Gpu(m, _) => m.decode(ids),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Engine::Cpu(_) => "cpu".to_string(),
+            #[cfg(feature = "candle")]
+            Engine::Gpu(m, spec) => format!("{spec}, {:.1} MiB of f32 weights", m.weight_bytes() as f64 / 1048576.0),
+        }
+    }
+}
+
+/// The candle device `--device` names, or None for the CPU path. A GPU this
+/// build lacks is refused here, before the model is read (exit 2).
+#[cfg(feature = "candle")]
+fn open_device(spec: DeviceSpec) -> Result<Option<candle_core::Device>> {
+    check_built_with(spec)?;
+    if spec.is_cpu() {
+        return Ok(None);
+    }
+    // candle's errors carry a backtrace when RUST_BACKTRACE is set: keep the first line.
+    spec.open().map(Some).map_err(|e| bad_input(e.to_string().lines().next().unwrap_or_default()))
+}
+
+#[cfg(not(feature = "candle"))]
+fn open_device(spec: DeviceSpec) -> Result<Option<std::convert::Infallible>> {
+    check_built_with(spec)?;
+    Ok(None)
+}
+
+/// Whether this binary has the GPU path for `spec` (its own `cuda`/`metal` feature).
+fn check_built_with(spec: DeviceSpec) -> Result<()> {
+    let built = match spec {
+        DeviceSpec::Cpu => true,
+        DeviceSpec::Cuda(_) => cfg!(feature = "cuda"),
+        DeviceSpec::Metal(_) => cfg!(feature = "metal"),
+    };
+    match spec.feature() {
+        Some(f) if !built => Err(bad_input(format!(
+            "--device {spec}: this eostok-run was built without the `{f}` feature; rebuild with --features {f} (cargo build --release -p eostok-runtime --features {f})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -95,13 +182,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
     }
+    let spec = DeviceSpec::parse(&cli.device)?;
+    let device = open_device(spec)?;
     let (file, name) = open_model(&cli.model)?;
     if cli.info {
         print!("{}", eostok_runtime::info::describe(&file, &name));
         return Ok(());
     }
-    let model = Model::load(&file).map_err(|e| bad_input(format!("{name}: {e}")))?;
-    let l = model.cfg.latent_tokens;
+    let engine = match device {
+        None => Engine::Cpu(Model::load(&file).map_err(|e| bad_input(format!("{name}: {e}")))?),
+        #[cfg(feature = "candle")]
+        Some(dev) => Engine::Gpu(eostok_runtime::gpu::CandleModel::load(&file, &dev).map_err(|e| match eostok_models::exit::code_for(&e) {
+            eostok_models::exit::BAD_INPUT => bad_input(format!("{name}: {e}")),
+            _ => e.context(format!("{name}: loading onto {spec}")),
+        })?, spec),
+        #[cfg(not(feature = "candle"))]
+        Some(never) => match never {},
+    };
+    let cfg = engine.cfg().clone();
+    let l = cfg.latent_tokens;
 
     let k = cli.tokens.unwrap_or(l);
     if k == 0 || k > l {
@@ -121,17 +220,17 @@ fn run(cli: Cli) -> Result<()> {
     let t0 = Instant::now();
     let (classes, ids) = match &cli.from_tokens {
         Some(path) => {
-            let read = read_tokens(path, l, model.cfg.codebook_size)?;
-            check_memory(&model, read.1.len(), false)?;
+            let read = read_tokens(path, l, cfg.codebook_size)?;
+            check_memory(&engine, read.1.len(), false)?;
             read
         }
         None => {
             let classes: Vec<u32> = if cli.class == "all" {
-                (0..model.cfg.num_classes as u32).collect()
+                (0..cfg.num_classes as u32).collect()
             } else {
-                vec![model.class_id(&cli.class)?; cli.num_images]
+                vec![class_id(&cfg, &cli.class)?; cli.num_images]
             };
-            check_memory(&model, classes.len(), cli.cfg_scale != 1.0)?;
+            check_memory(&engine, classes.len(), cli.cfg_scale != 1.0)?;
             let opts = GenerateOptions {
                 sampling: TokenSampling { temperature: cli.temperature, top_k: cli.top_k, top_p: cli.top_p },
                 cfg_scale: cli.cfg_scale,
@@ -139,11 +238,23 @@ fn run(cli: Cli) -> Result<()> {
             };
             // Sampling stops at the last token that will be decoded.
             let needed = if cli.progressive { l } else { k };
-            let bar = indicatif::ProgressBar::new(needed as u64);
-            bar.set_style(indicatif::ProgressStyle::with_template("sampling {bar:30} {pos}/{len} tokens {elapsed}").expect("template"));
-            let g = generate(&model, &classes, needed, &opts, false, |_| bar.inc(1))?;
+            let bar = match engine {
+                Engine::Cpu(_) => {
+                    let bar = indicatif::ProgressBar::new(needed as u64);
+                    bar.set_style(indicatif::ProgressStyle::with_template("sampling {bar:30} {pos}/{len} tokens {elapsed}").expect("template"));
+                    bar
+                }
+                #[cfg(feature = "candle")]
+                Engine::Gpu(..) => {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.set_message(format!("sampling {needed} tokens on {spec}"));
+                    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                    bar
+                }
+            };
+            let ids = engine.sample(&classes, needed, &opts, |_| bar.inc(1))?;
             bar.finish_and_clear();
-            (classes, g.ids)
+            (classes, ids)
         }
     };
     let t_sample = t0.elapsed();
@@ -154,8 +265,8 @@ fn run(cli: Cli) -> Result<()> {
     let t1 = Instant::now();
     let prefix = |kk: usize| -> Vec<Vec<u32>> { ids.iter().map(|r| r[..kk.min(r.len())].to_vec()).collect() };
     let render = |kk: usize, out: &Path| -> Result<()> {
-        let images = model.decoder.decode(&prefix(kk))?;
-        let (c, s) = (model.cfg.channels, model.cfg.image_size);
+        let images = engine.decode(&prefix(kk))?;
+        let (c, s) = (cfg.channels, cfg.image_size);
         let rgb: Vec<_> = (0..ids.len()).map(|i| to_rgb8(&images, i, c, s)).collect();
         let img = if rgb.len() == 1 { rgb.into_iter().next().expect("one image") } else { grid(&rgb) };
         save_png(&img, out)
@@ -176,7 +287,8 @@ fn run(cli: Cli) -> Result<()> {
     if cli.verbose {
         let steps = ids.first().map(Vec::len).unwrap_or(0);
         eprintln!(
-            "{name}: {} image(s), {steps} tokens each: sampling {:.3} s ({:.1} tokens/s per image), decoding {:.1} ms",
+            "{name} on {}: {} image(s), {steps} tokens each: sampling {:.3} s ({:.1} tokens/s per image), decoding {:.1} ms",
+            engine.describe(),
             ids.len(),
             t_sample.as_secs_f64(),
             steps as f64 / t_sample.as_secs_f64().max(1e-9),
@@ -209,8 +321,18 @@ fn check_output(path: &Path) -> Result<()> {
 
 /// Refuse a batch whose KV cache and activations cannot fit: bytes needed
 /// per image from the model's sizes, against the memory available (the
-/// smaller of MemAvailable and the address-space limit, `ulimit -v`).
-fn check_memory(model: &Model, images: usize, guided: bool) -> Result<()> {
+/// smaller of MemAvailable and the address-space limit, `ulimit -v`). CPU
+/// path only: on a GPU the KV cache lives in device memory, which candle does
+/// not report; decoding goes in chunks of `gpu::DECODE_CHUNK` images, and a
+/// batch too large for the device fails with candle's out-of-memory error.
+// One arm without the `candle` feature: the lint's `let` would not compile with it.
+#[allow(clippy::infallible_destructuring_match)]
+fn check_memory(engine: &Engine, images: usize, guided: bool) -> Result<()> {
+    let model = match engine {
+        Engine::Cpu(m) => m,
+        #[cfg(feature = "candle")]
+        Engine::Gpu(..) => return Ok(()),
+    };
     let per_image = memory_per_image(&model.cfg, guided);
     let need = per_image.saturating_mul(images as u64).saturating_add(64 << 20);
     if let Some(avail) = available_memory() {

@@ -65,26 +65,31 @@ impl<'a> Model<'a> {
         Ok(Model { ar: Ar::load(&t, &cfg)?, decoder: Decoder::load(&t, &cfg)?, cfg })
     }
 
-    /// Class id from an id or a name in `eostok.class_names`. An unknown name
-    /// is an error listing the closest names.
+    /// Class id from an id or a name in `eostok.class_names` ([`class_id`]).
     pub fn class_id(&self, spec: &str) -> Result<u32> {
-        let n = self.cfg.num_classes;
-        if let Ok(id) = spec.parse::<usize>() {
-            if id < n {
-                return Ok(id as u32);
-            }
-            return Err(bad_input(format!("class {id} is outside 0..{n}")));
-        }
-        let names: Vec<String> = (0..n).map(|i| self.cfg.class_name(i)).collect();
-        let norm = |s: &str| s.to_lowercase().replace(['_', ' '], "-");
-        if let Some(i) = names.iter().position(|c| norm(c) == norm(spec)) {
-            return Ok(i as u32);
-        }
-        let mut close: Vec<(usize, &String)> = names.iter().map(|c| (edit_distance(&norm(c), &norm(spec)), c)).collect();
-        close.sort();
-        let suggestions: Vec<&str> = close.iter().take(3).map(|(_, c)| c.as_str()).collect();
-        Err(bad_input(format!("unknown class '{spec}'; closest: {} (or an id 0..{n})", suggestions.join(", "))))
+        class_id(&self.cfg, spec)
     }
+}
+
+/// Class id from an id or a name in `eostok.class_names`. An unknown name
+/// is an error listing the closest names.
+pub fn class_id(cfg: &Config, spec: &str) -> Result<u32> {
+    let n = cfg.num_classes;
+    if let Ok(id) = spec.parse::<usize>() {
+        if id < n {
+            return Ok(id as u32);
+        }
+        return Err(bad_input(format!("class {id} is outside 0..{n}")));
+    }
+    let names: Vec<String> = (0..n).map(|i| cfg.class_name(i)).collect();
+    let norm = |s: &str| s.to_lowercase().replace(['_', ' '], "-");
+    if let Some(i) = names.iter().position(|c| norm(c) == norm(spec)) {
+        return Ok(i as u32);
+    }
+    let mut close: Vec<(usize, &String)> = names.iter().map(|c| (edit_distance(&norm(c), &norm(spec)), c)).collect();
+    close.sort();
+    let suggestions: Vec<&str> = close.iter().take(3).map(|(_, c)| c.as_str()).collect();
+    Err(bad_input(format!("unknown class '{spec}'; closest: {} (or an id 0..{n})", suggestions.join(", "))))
 }
 
 /// Levenshtein distance, for class-name suggestions.
