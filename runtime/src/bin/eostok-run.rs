@@ -73,8 +73,9 @@ struct Cli {
     verbose: bool,
     /// Where to run: cpu (the runtime's own kernels; default), cuda:N (a build with
     /// --features cuda) or metal:N (--features metal, macOS). GPUs run the candle
-    /// model on weights dequantized to f32 (4 bytes a weight on the device); the
-    /// same seed gives the CPU path's tokens up to float rounding.
+    /// model on weights dequantized to f32 (4 bytes a weight on the device). The same
+    /// seed gives the CPU path's tokens on f32/f16 files; on quantized files the CPU
+    /// path also rounds activations, so the samples differ.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     device: String,
 }
