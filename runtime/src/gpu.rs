@@ -36,7 +36,7 @@
 
 use crate::generate::{GenerateOptions, Generated};
 use crate::gguf::GgufFile;
-use crate::model::{class_id, config_of};
+use crate::model::{check_class, check_code_rows, config_of};
 use crate::quant::{dequantize_row, GgmlType};
 use anyhow::{anyhow, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -113,16 +113,11 @@ impl CandleModel {
         4 * self.weights
     }
 
-    /// See [`crate::model::class_id`].
-    pub fn class_id(&self, spec: &str) -> Result<u32> {
-        class_id(&self.cfg, spec)
-    }
-
     /// Sample `num_tokens` (at most L) tokens per class with the KV cache on
     /// the device; the same options and seed as [`crate::generate::generate`].
     pub fn generate(&self, classes: &[u32], num_tokens: usize, opts: &GenerateOptions, record_logits: bool) -> Result<Generated> {
-        if let Some(&c) = classes.iter().find(|&&c| c as usize > self.cfg.num_classes) {
-            return Err(bad_input(format!("class {c} is outside 0..={} (the last is the null class)", self.cfg.num_classes)));
+        for &c in classes {
+            check_class(c, self.cfg.num_classes)?;
         }
         let o = CandleOptions { sampling: opts.sampling, cfg_scale: opts.cfg_scale as f64, seed: opts.seed };
         let trace = sample_tokens(&self.ar, classes, num_tokens.min(self.cfg.latent_tokens), &o, record_logits)?;
@@ -133,13 +128,7 @@ impl CandleModel {
     /// [B, C, H, W] in about [-1, 1] on the host: the layout of
     /// [`crate::model::Decoder::decode`], so [`crate::image_out`] takes it.
     pub fn decode(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let k = ids.first().map(Vec::len).unwrap_or(0);
-        if k == 0 || k > self.cfg.latent_tokens || ids.iter().any(|r| r.len() != k) {
-            return Err(bad_input(format!("decode: every row needs the same number of ids, 1..={}", self.cfg.latent_tokens)));
-        }
-        if let Some(&t) = ids.iter().flatten().find(|&&t| t as usize >= self.cfg.codebook_size) {
-            return Err(bad_input(format!("decode: code id {t} is outside 0..{}", self.cfg.codebook_size)));
-        }
+        let k = check_code_rows(ids, self.cfg.latent_tokens, self.cfg.codebook_size)?;
         let mut out = Vec::with_capacity(ids.len() * self.cfg.channels * self.cfg.image_size * self.cfg.image_size);
         for chunk in ids.chunks(DECODE_CHUNK) {
             let flat: Vec<u32> = chunk.iter().flatten().copied().collect();

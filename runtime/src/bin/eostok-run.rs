@@ -144,6 +144,9 @@ fn open_device(spec: DeviceSpec) -> Result<Option<std::convert::Infallible>> {
 }
 
 /// Whether this binary has the GPU path for `spec` (its own `cuda`/`metal` feature).
+/// Not `DeviceSpec::check_compiled_in`: that asks eostok-models' features, which
+/// another crate in the same build (the trainer's `cuda`) can switch on for a
+/// runtime built without its GPU path.
 fn check_built_with(spec: DeviceSpec) -> Result<()> {
     let built = match spec {
         DeviceSpec::Cpu => true,

@@ -119,10 +119,8 @@ impl<'a> Ar<'a> {
     }
 
     fn class_row(&self, c: u32) -> Result<&[f32]> {
+        super::check_class(c, self.num_classes)?;
         let c = c as usize;
-        if c > self.num_classes {
-            return Err(bad_input(format!("class {c} is outside 0..={} (the last is the null class)", self.num_classes)));
-        }
         Ok(&self.cls_embd[c * self.width..(c + 1) * self.width])
     }
 

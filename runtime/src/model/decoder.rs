@@ -8,7 +8,6 @@ use super::tensors::{Table, Tensors};
 use crate::kernels::{matmul, Weight};
 use crate::quant::GgmlType;
 use anyhow::Result;
-use eostok_models::exit::bad_input;
 use eostok_models::names as n;
 use eostok_models::Config;
 use std::borrow::Cow;
@@ -129,10 +128,8 @@ impl<'a> Decoder<'a> {
         let dim = self.codebook.cols;
         let mut out = Vec::with_capacity(ids.iter().map(Vec::len).sum::<usize>() * dim);
         let mut row = vec![0f32; dim];
+        // Ids checked by `decode` (check_code_rows).
         for &id in ids.iter().flatten() {
-            if id as usize >= self.codebook.rows {
-                return Err(bad_input(format!("token id {id} is outside the codebook of {}", self.codebook.rows)));
-            }
             self.codebook.row(id as usize, &mut row)?;
             let norm = (row.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt();
             out.extend(row.iter().map(|v| v / norm));
@@ -144,10 +141,7 @@ impl<'a> Decoder<'a> {
     /// to images [B, C, H, W] in about [-1, 1].
     pub fn decode(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
         let b = ids.len();
-        let k = ids.first().map(Vec::len).unwrap_or(0);
-        if k == 0 || k > self.latent_tokens || ids.iter().any(|r| r.len() != k) {
-            return Err(bad_input(format!("decode needs 1..={} tokens per image, the same for every image", self.latent_tokens)));
-        }
+        let k = super::check_code_rows(ids, self.latent_tokens, self.codebook.rows)?;
         let (d, np) = (self.width, self.num_patches);
         let s = k + np;
         let z = self.codes(ids)?;

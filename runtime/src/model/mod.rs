@@ -71,6 +71,28 @@ impl<'a> Model<'a> {
     }
 }
 
+/// A class row the AR model can be conditioned on: 0..n, or n itself (the
+/// null class of classifier-free guidance). Shared by the CPU and GPU paths.
+pub fn check_class(c: u32, num_classes: usize) -> Result<()> {
+    if c as usize > num_classes {
+        return Err(bad_input(format!("class {c} is outside 0..={num_classes} (the last is the null class)")));
+    }
+    Ok(())
+}
+
+/// A batch of code ids to decode: every row k long with 1 <= k <= L, every
+/// id inside the codebook. Returns k. Shared by the CPU and GPU paths.
+pub fn check_code_rows(ids: &[Vec<u32>], latent_tokens: usize, codebook_size: usize) -> Result<usize> {
+    let k = ids.first().map(Vec::len).unwrap_or(0);
+    if k == 0 || k > latent_tokens || ids.iter().any(|r| r.len() != k) {
+        return Err(bad_input(format!("decode needs 1..={latent_tokens} tokens per image, the same for every image")));
+    }
+    if let Some(&id) = ids.iter().flatten().find(|&&id| id as usize >= codebook_size) {
+        return Err(bad_input(format!("token id {id} is outside the codebook of {codebook_size}")));
+    }
+    Ok(k)
+}
+
 /// Class id from an id or a name in `eostok.class_names`. An unknown name
 /// is an error listing the closest names.
 pub fn class_id(cfg: &Config, spec: &str) -> Result<u32> {
