@@ -3,9 +3,14 @@
 //! weights, `Weight::new` validation, and the variant names.
 //!
 //! Error bounds, with `S = Σ_c |W[r,c]|·|x[b,c]|` (f64, dequantized weights):
-//! - SIMD vs reference: `|y - y_ref| ≤ 1e-5·S` — both dot the same quantized activations
-//!   with exact integer block sums; only the f32 order of the per-block terms differs.
-//! - vs f64, F32/F16: `(cols/16 + 8)·2⁻²³·S` — f32 accumulation in 16 lanes.
+//! - SIMD vs reference, quantized: `|y - y_ref| ≤ 1e-5·S` — both dot the same quantized
+//!   activations with exact integer block sums; only the f32 order of the per-block terms
+//!   differs.
+//! - vs f64, F32/F16: `max(cols/8 + 16, min(cols, 256) + ⌈cols/256⌉ + 1)·2⁻²⁴·S` — f32
+//!   accumulation in 16 lanes (the per-row dots), or from 12 activation rows on (the
+//!   blocked matrix × matrix kernel) one FMA chain per 256 columns plus one add per 256.
+//! - SIMD vs reference, F32/F16: the bound vs f64 plus `2⁻²⁴·S` (the reference sums in f64
+//!   and rounds once).
 //! - vs f64, quantized: activation quantization error, per element at most
 //!   `e = amax_blk/127 · (1/2 + 127·2⁻¹¹)` for Q8_0/Q8_1 (rounding, plus the f16 scale) and
 //!   `amax_blk/127 · 0.501` for Q8_K (f32 scale), giving `Σ_c |W|·e_c`; for Q4_1 also the f16
@@ -146,7 +151,11 @@ fn check_case(c: &Case, rng: &mut Rng, stats: &mut Stats) {
                 .map(|(&w, &x)| (w as f64 * x as f64).abs())
                 .sum();
             let bound_exact = match ty {
-                GgmlType::F32 | GgmlType::F16 => (cols as f64 / 16.0 + 8.0) * 2f64.powi(-23) * s,
+                GgmlType::F32 | GgmlType::F16 => {
+                    let dots = cols as f64 / 8.0 + 16.0;
+                    let gemm = (cols.min(256) + cols.div_ceil(256) + 1) as f64;
+                    dots.max(gemm) * 2f64.powi(-24) * s
+                }
                 _ => {
                     let mut e = 0.0;
                     for (wb, xb) in wr.chunks(act_blk).zip(xr.chunks(act_blk)) {
@@ -167,7 +176,10 @@ fn check_case(c: &Case, rng: &mut Rng, stats: &mut Stats) {
                 }
             };
             let (got, want) = (y[b * rows + r] as f64, y_ref[b * rows + r] as f64);
-            let bound_ref = 1e-5 * s + 1e-30;
+            let bound_ref = match ty {
+                GgmlType::F32 | GgmlType::F16 => bound_exact + 2f64.powi(-24) * s,
+                _ => 1e-5 * s,
+            } + 1e-30;
             let ctx = format!("{ty} rows={rows} cols={cols} batch={batch} (r={r}, b={b})");
             assert!(got.is_finite(), "{ctx}: non-finite {got}");
             assert!(
@@ -202,6 +214,45 @@ fn matmul_matches_reference_and_f64_on_random_shapes() {
         // Printed with --nocapture: how much of each bound is used.
         println!(
             "{ty:>5} ({}): worst |simd-ref|/bound {:.3}, worst |simd-f64|/bound {:.3}",
+            variant(ty),
+            stats.worst_vs_ref,
+            stats.worst_vs_exact
+        );
+    }
+}
+
+/// F32/F16 from 12 activation rows on take the blocked matrix × matrix kernel: shapes that
+/// leave remainders at every level of its blocking (cols past one and two 256-column blocks
+/// and not a multiple of 8; rows past the 96-row block and not a multiple of the 6-row
+/// tile; batches on both sides of the 16-lane panel), plus one exactly aligned shape.
+#[test]
+fn blocked_f32_f16_kernel_matches_reference_and_f64_on_ragged_shapes() {
+    let mut rng = Rng::new(0x5eed_0004);
+    for ty in [GgmlType::F32, GgmlType::F16] {
+        let mut stats = Stats {
+            worst_vs_ref: 0.0,
+            worst_vs_exact: 0.0,
+        };
+        for (rows, cols, batch) in [
+            (1, 1, 12),
+            (7, 5, 13),
+            (6, 256, 16),
+            (97, 300, 17),
+            (13, 517, 31),
+            (193, 777, 33),
+            (192, 512, 48),
+            (5, 64, 70),
+        ] {
+            let c = Case {
+                ty,
+                rows,
+                cols,
+                batch,
+            };
+            check_case(&c, &mut rng, &mut stats);
+        }
+        println!(
+            "{ty:>5} ({}): blocked kernel, worst |simd-ref|/bound {:.3}, |simd-f64|/bound {:.3}",
             variant(ty),
             stats.worst_vs_ref,
             stats.worst_vs_exact

@@ -2,6 +2,7 @@
 //! weight type's `vec_dot_type`, plus per-block f32 side arrays so the SIMD kernels do not
 //! re-decode f16 scales for every weight row.
 
+use super::gemm::{self, Lanes};
 use super::Kernel;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::q8_1::BlockQ8_1;
@@ -23,12 +24,14 @@ pub(crate) struct ActBuf {
     d: Vec<f32>,
     s: Vec<f32>,
     bias: Vec<[i32; 8]>,
+    xp: Vec<Lanes>,
     row_bytes: usize,
     nblk: usize,
 }
 
 impl ActBuf {
-    /// Quantizes `x` (`[batch, cols]`) for weights of type `ty` (nothing for F32/F16).
+    /// Quantizes `x` (`[batch, cols]`) for weights of type `ty` (F32/F16: nothing, or with
+    /// `pack` the panels of the matrix × matrix kernel, see [`gemm::pack_acts`]).
     /// A SIMD `kernel` gets the SIMD quantizer (bit-identical output) and the side arrays.
     pub fn prepare(
         ty: GgmlType,
@@ -36,6 +39,7 @@ impl ActBuf {
         batch: usize,
         cols: usize,
         kernel: &Kernel,
+        pack: bool,
         parallel: bool,
     ) -> ActBuf {
         let fast = kernel.fast_quantizer;
@@ -45,9 +49,13 @@ impl ActBuf {
             d: Vec::new(),
             s: Vec::new(),
             bias: Vec::new(),
+            xp: Vec::new(),
             row_bytes: 0,
             nblk: 0,
         };
+        if pack {
+            buf.xp = gemm::pack_acts(x, batch, cols, parallel);
+        }
         let act_ty = match ty.vec_dot_type() {
             Some(t @ (GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K)) => t,
             _ => return buf,
@@ -93,9 +101,16 @@ impl ActBuf {
             s: &self.s,
             qs: &self.qs,
             bias: &self.bias,
+            xp: &self.xp,
             nblk: self.nblk,
             cols,
         }
+    }
+}
+
+impl Drop for ActBuf {
+    fn drop(&mut self) {
+        gemm::recycle(std::mem::take(&mut self.xp));
     }
 }
 
@@ -119,6 +134,9 @@ pub(crate) struct Acts<'a> {
     /// dot sums into lane `l`. Starting the dot from it turns `Σ q·y` into `Σ (q - c)·y`
     /// with no extra instruction (VNNI) or one add, instead of ggml's subtract and sign ops.
     pub bias: &'a [[i32; 8]],
+    /// F32/F16 with the matrix × matrix kernel: the rows packed into panels of
+    /// [`gemm::NR`] lanes (`gemm::pack_acts`); empty otherwise.
+    pub xp: &'a [Lanes],
     pub nblk: usize,
     pub cols: usize,
 }
@@ -167,6 +185,11 @@ impl<'a> Acts<'a> {
                 &v[rows.start * per_row..rows.end * per_row]
             }
         }
+        // The packed panels cover the whole batch: the kernel that reads them is never tiled.
+        assert!(
+            self.xp.is_empty() || rows == (0..self.batch),
+            "Acts::tile: packed activations"
+        );
         Acts {
             batch: rows.len(),
             x: part(self.x, &rows, self.cols),

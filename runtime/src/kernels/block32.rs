@@ -43,6 +43,7 @@ pub(super) fn kernel<K: Kind>(name: &'static str) -> super::Kernel {
         rows: rows::<K>,
         fast_quantizer: true,
         bias: K::BIAS,
+        gemm: None,
     }
 }
 

@@ -1,5 +1,7 @@
 //! F16 weights × f32 activations, converted on the fly (F16C `vcvtph2ps` on x86) and
 //! accumulated with f32 FMA. Reference: `quant::fp16::vec_dot_f32` (f64 accumulation).
+//! The kernels here dot one weight row against each activation row (matrix × vector and
+//! small batches); from `gemm::MIN_BATCH` rows the SIMD levels use `gemm` instead.
 
 use super::act::Acts;
 use super::{vec, Kernel, Weight};
@@ -10,7 +12,9 @@ use std::ops::Range;
 pub(super) fn select() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
-        return Some(Kernel::simd("avx2+fma+f16c", avx2::rows));
+        return Some(
+            Kernel::simd("avx2+fma+f16c", avx2::rows).with_gemm(super::gemm::avx2::rows_f16),
+        );
     }
     #[cfg(target_arch = "aarch64")]
     if let Some(k) = super::neon_float::select_f16() {

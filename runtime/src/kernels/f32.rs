@@ -1,4 +1,6 @@
 //! F32 weights × f32 activations. Reference: `quant::fp32::vec_dot_f32` (f64 accumulation).
+//! The kernels here dot one weight row against each activation row (matrix × vector and
+//! small batches); from `gemm::MIN_BATCH` rows the SIMD levels use `gemm` instead.
 
 use super::act::Acts;
 use super::{Kernel, Weight};
@@ -8,7 +10,7 @@ use std::ops::Range;
 pub(super) fn select() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
-        return Some(Kernel::simd("avx2+fma", avx2::rows));
+        return Some(Kernel::simd("avx2+fma", avx2::rows).with_gemm(super::gemm::avx2::rows_f32));
     }
     #[cfg(target_arch = "aarch64")]
     if let Some(k) = super::neon_float::select_f32() {

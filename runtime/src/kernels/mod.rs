@@ -2,14 +2,17 @@
 //!
 //! Quantized weights are dotted against activations quantized once per call to the weight
 //! type's [`GgmlType::vec_dot_type`] (integer dot products per block, as ggml does); F16 and
-//! F32 weights are dotted against the f32 activations directly with f32 FMA.
+//! F32 weights meet the f32 activations directly in f32 FMA: one dot per (weight row,
+//! activation row), or from `gemm::MIN_BATCH` activation rows on (the decoder's token rows
+//! and attention products) the register-blocked matrix × matrix kernel in `gemm`.
 //!
 //! Kernel variants are picked at run time: one x86_64 binary uses AVX2+FMA+F16C, plus
 //! AVX-VNNI for the 32-value block types where the CPU has it, without being built for the
 //! machine; one aarch64 binary uses NEON everywhere, `sdot` where the CPU has DotProd
 //! (Cortex-A76/A78AE) and `smmla` for batch > 1 where it has I8MM, widening multiplies
 //! where it has neither (Cortex-A72); other targets use `wide` (F32/F16) and the scalar
-//! references (quantized). Every
+//! references (quantized). The blocked F32/F16 kernel comes with the AVX2 and NEON levels
+//! only (`wide` and scalar have none). Every
 //! SIMD kernel has the scalar reference from [`crate::quant`] beside it;
 //! [`matmul_reference`] runs only those. `EOSTOK_KERNELS=avx2|scalar` (aarch64:
 //! `i8mm|dotprod|neon|scalar`) caps the level (read
@@ -19,7 +22,13 @@
 //! spin-waiting pool, see `pool`) (calls under ~130k multiply-adds stay on the
 //! calling thread). With `batch > 1` a task dots each of its weight rows against 4
 //! activation rows at a time (the weight block is unpacked once for the 4), tile after tile,
-//! so the weights come from memory once per call and from L2 after that.
+//! so the weights come from memory once per call and from L2 after that; the `[rows, batch]`
+//! results are transposed into `y` at the end. F32 and F16 weights with at least
+//! `gemm::MIN_BATCH` activation rows take the blocked kernel instead (`gemm`: activations
+//! packed once per call into 16-row panels, weights decoded once per 96 × 256 block into a
+//! per-thread f32 panel, 6 × 16 tiles of accumulators held in registers: on AVX2 8 loads
+//! per 12 FMAs, where the dots need 10 per 8); its tasks are whole row blocks, each
+//! transposed into its columns of `y` as it finishes (`run_gemm`).
 
 // The micro-kernels index several per-activation-row arrays with one unrolled `k`.
 #![allow(clippy::needless_range_loop)]
@@ -53,6 +62,7 @@ mod block32;
 mod cpu;
 mod f16;
 mod f32;
+mod gemm;
 #[cfg(target_arch = "aarch64")]
 mod neon_act;
 #[cfg(target_arch = "aarch64")]
@@ -193,6 +203,17 @@ struct Kernel {
     /// For 32-value blocks: per-lane multipliers `c` of the activation bias lanes
     /// `-c · Σ(group of 4 quants)` (see `Acts::bias`).
     bias: Option<[i32; 8]>,
+    /// F32/F16: the register-blocked matrix × matrix kernel (`gemm`) for calls with at
+    /// least `min_batch` activation rows; `rows` serves the others.
+    gemm: Option<Gemm>,
+}
+
+/// A `gemm` entry point: called once per task with every activation row, packed into
+/// panels by `ActBuf::prepare`.
+#[derive(Clone, Copy)]
+struct Gemm {
+    rows: RowsFn,
+    min_batch: usize,
 }
 
 impl Kernel {
@@ -202,6 +223,22 @@ impl Kernel {
             rows,
             fast_quantizer: true,
             bias: None,
+            gemm: None,
+        }
+    }
+
+    /// `self` with the matrix × matrix kernel `rows` from [`gemm::MIN_BATCH`] rows on.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    const fn with_gemm(self, rows: RowsFn) -> Kernel {
+        Kernel {
+            gemm: Some(Gemm {
+                rows,
+                min_batch: gemm::MIN_BATCH,
+            }),
+            ..self
         }
     }
 }
@@ -232,6 +269,7 @@ fn reference_kernel(ty: GgmlType) -> Kernel {
         rows,
         fast_quantizer: false,
         bias: None,
+        gemm: None,
     }
 }
 
@@ -303,8 +341,13 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
         return;
     }
     let parallel = parallel && w.rows * w.cols * batch >= SERIAL_MACS && w.rows > 1;
-    let buf = ActBuf::prepare(w.ty, x, batch, w.cols, &kernel, parallel);
+    let gemm = kernel.gemm.filter(|g| batch >= g.min_batch);
+    let buf = ActBuf::prepare(w.ty, x, batch, w.cols, &kernel, gemm.is_some(), parallel);
     let acts = buf.acts(x, batch, w.cols);
+    if let Some(g) = gemm {
+        run_gemm(w, &acts, y, g.rows, parallel);
+        return;
+    }
 
     // A task walks its rows once per tile of activation rows: the tile's quantized rows
     // stay in L1 while the task's weight rows come from L2 (or, for one tile, memory).
@@ -320,28 +363,21 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
     let compute = |yt: &mut [f32]| {
         if parallel {
             let chunk = chunk_rows(w, batch);
-            // The spin-waiting pool when enabled (no wake-up per call); rayon when it is
-            // off, busy with another caller or sized for another thread count.
-            if let Some(pool) =
-                pool::Pool::global().filter(|p| p.size() == rayon::current_num_threads())
-            {
-                let rows = w.rows;
-                let out = OutPtr(yt.as_mut_ptr());
-                let ran = pool.run(rows.div_ceil(chunk), &|i| {
-                    let (r0, r1) = (i * chunk, ((i + 1) * chunk).min(rows));
-                    // Disjoint row ranges of `yt`, one per task, alive for the whole run.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(out.get().add(r0 * batch), (r1 - r0) * batch)
-                    };
-                    task(r0, o);
-                });
-                if ran {
-                    return;
-                }
+            let rows = w.rows;
+            let out = OutPtr(yt.as_mut_ptr());
+            let ran = on_pool(rows.div_ceil(chunk), &|i| {
+                let (r0, r1) = (i * chunk, ((i + 1) * chunk).min(rows));
+                // Disjoint row ranges of `yt`, one per task, alive for the whole run.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(out.get().add(r0 * batch), (r1 - r0) * batch)
+                };
+                task(r0, o);
+            });
+            if !ran {
+                yt.par_chunks_mut(chunk * batch)
+                    .enumerate()
+                    .for_each(|(i, out)| task(i * chunk, out));
             }
-            yt.par_chunks_mut(chunk * batch)
-                .enumerate()
-                .for_each(|(i, out)| task(i * chunk, out));
         } else {
             task(0, yt);
         }
@@ -349,18 +385,100 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
     if batch == 1 {
         compute(y);
     } else {
-        // Transposed into `y` at the end: O(batch · rows), negligible next to the dots.
+        // Transposed into `y` at the end: O(batch · rows), small next to the dots.
         let mut yt = vec![0f32; batch * w.rows];
         compute(&mut yt);
-        for (r, vals) in yt.chunks_exact(batch).enumerate() {
-            for (b, &v) in vals.iter().enumerate() {
-                y[b * w.rows + r] = v;
+        // SAFETY: `yt` is `[rows, batch]` and `y` `[batch, rows]`, both of the asserted length.
+        unsafe { transpose_into(&yt, w.rows, batch, y.as_mut_ptr(), w.rows) };
+    }
+}
+
+/// Runs `f(0..tasks)` on the spin-waiting pool when it is enabled (no wake-up per call);
+/// `false` when it is off, busy with another caller or sized for another thread count
+/// (then the caller uses rayon).
+fn on_pool(tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+    pool::Pool::global()
+        .filter(|p| p.size() == rayon::current_num_threads())
+        .is_some_and(|pool| pool.run(tasks, f))
+}
+
+/// The matrix × matrix path: tasks of whole row blocks ([`gemm::chunk_rows`]), each
+/// computed into a per-thread `[rows, batch]` buffer (contiguous, in L2) and transposed
+/// into its columns of `y` (`[batch, rows]`), so no call-sized `yt` is allocated, filled
+/// and transposed at the end.
+fn run_gemm(w: &Weight, acts: &Acts, y: &mut [f32], rows_fn: RowsFn, parallel: bool) {
+    let (rows, batch) = (w.rows, acts.batch);
+    let chunk = gemm::chunk_rows(rows);
+    let tasks = rows.div_ceil(chunk);
+    let out = OutPtr(y.as_mut_ptr());
+    let task = |i: usize| {
+        let (r0, r1) = (i * chunk, ((i + 1) * chunk).min(rows));
+        gemm::with_buffer((r1 - r0) * batch, |c| {
+            rows_fn(w, acts, r0..r1, c, batch);
+            // SAFETY: task `i` writes `y[b · rows + r]` for `r` in `r0..r1` only: disjoint
+            // between tasks, inside `y` (`[batch, rows]`, asserted by `run`), which
+            // outlives every task.
+            unsafe { transpose_into(c, r1 - r0, batch, out.get().add(r0), rows) };
+        });
+    };
+    if !parallel {
+        (0..tasks).for_each(task);
+    } else if !on_pool(tasks, &task) {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// `dst[b · dst_stride + r] = src[r · batch + b]` for `r < rows`, `b < batch`, in 8 × 8
+/// blocks (AVX2 shuffles where the CPU has them): a plain row-by-row loop writes one value
+/// per cache line, and with a `dst_stride` of a multiple of 4 KB every line of a row maps
+/// to the same cache set (3072 × 512 took 13-19 ms that way, 10% of an F32 matmul).
+///
+/// # Safety
+/// `dst` is valid for writes at every such index.
+unsafe fn transpose_into(src: &[f32], rows: usize, batch: usize, dst: *mut f32, dst_stride: usize) {
+    assert!(src.len() >= rows * batch);
+    #[cfg(target_arch = "x86_64")]
+    let simd = cpu::has_avx2();
+    for b0 in (0..batch).step_by(8) {
+        let b1 = (b0 + 8).min(batch);
+        // Rows done in AVX2 8 × 8 blocks; the loop below does the rest.
+        #[cfg(target_arch = "x86_64")]
+        let r0 = if simd {
+            // The destination lines are rarely cached: ask for those of the block after
+            // next so their misses overlap instead of stalling the stores one by one
+            // (2304 × 512 outputs: 13% of an F32 matmul without, 3% with).
+            for b in (b0 + 16..b0 + 24).take_while(|&b| b < batch) {
+                let row = dst.wrapping_add(b * dst_stride).cast::<u8>();
+                x86::prefetch_lines(row, rows * 4);
+            }
+            let n = if b1 - b0 == 8 { rows - rows % 8 } else { 0 };
+            for r in (0..n).step_by(8) {
+                // SAFETY: AVX2 detected; reads rows r..r + 8 at columns b0..b0 + 8 of `src`
+                // (in bounds), writes the same indices of `dst` as the loop below.
+                x86::transpose8x8(
+                    src.as_ptr().add(r * batch + b0),
+                    batch,
+                    dst.add(b0 * dst_stride + r),
+                    dst_stride,
+                );
+            }
+            n
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let r0 = 0;
+        for r in r0..rows {
+            let s = &src[r * batch + b0..r * batch + b1];
+            for (j, &v) in s.iter().enumerate() {
+                *dst.add((b0 + j) * dst_stride + r) = v;
             }
         }
     }
 }
 
-/// `yt`'s base pointer, shared by the pool's tasks (each writes its own rows).
+/// An output base pointer, shared by the tasks (each writes its own rows of `yt`, or its
+/// own columns of `y`).
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}

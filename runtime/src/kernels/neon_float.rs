@@ -1,6 +1,7 @@
 //! F32 and F16 weights × f32 activations on aarch64: `fmla` (`vfmaq_f32`) in 4 accumulators
 //! of 4 lanes per activation row, F16 weights widened with `fcvtl`/`fcvtl2` (ARMv8.0, no
 //! FP16 arithmetic needed). References: `quant::fp32::vec_dot_f32`, `quant::fp16::vec_dot_f32`.
+//! From `gemm::MIN_BATCH` activation rows both types use the blocked `gemm::neon` kernel.
 
 use super::aarch64::{f16, f16x4, f16x4_high};
 use super::act::Acts;
@@ -9,11 +10,13 @@ use std::arch::aarch64::*;
 use std::ops::Range;
 
 pub(super) fn select_f32() -> Option<Kernel> {
-    super::cpu::has_neon().then(|| Kernel::simd("neon", rows_f32))
+    super::cpu::has_neon()
+        .then(|| Kernel::simd("neon", rows_f32).with_gemm(super::gemm::neon::rows_f32))
 }
 
 pub(super) fn select_f16() -> Option<Kernel> {
-    super::cpu::has_neon().then(|| Kernel::simd("neon+fcvtl", rows_f16))
+    super::cpu::has_neon()
+        .then(|| Kernel::simd("neon+fcvtl", rows_f16).with_gemm(super::gemm::neon::rows_f16))
 }
 
 fn rows_f32(w: &Weight, acts: &Acts, rows: Range<usize>, out: &mut [f32], stride: usize) {

@@ -19,6 +19,15 @@ pub unsafe fn prefetch_ahead(p: *const u8, lines: usize) {
     }
 }
 
+/// Prefetches (into L1) every cache line of the `bytes` bytes from `p`. Never faults,
+/// whatever the range.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn prefetch_lines(p: *const u8, bytes: usize) {
+    for off in (0..bytes + 63).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast());
+    }
+}
+
 /// Sum of 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -113,4 +122,41 @@ pub unsafe fn dot_u8i8_vnni(mut acc: __m256i, u: __m256i, s: __m256i) -> __m256i
         options(pure, nomem, nostack, preserves_flags),
     );
     acc
+}
+
+/// The 8 × 8 f32 block at `src` (rows `src_stride` apart) transposed into `dst` (rows
+/// `dst_stride` apart): 8 loads, 24 shuffles, 8 stores. Any alignment.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn transpose8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let o = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (i, v) in o.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i * dst_stride), v);
+    }
 }
