@@ -16,7 +16,7 @@ mod train;
 mod util;
 mod vs;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use eostok_models::exit;
@@ -193,6 +193,15 @@ enum Command {
     /// FD_dinov2 against real images (not FID), bits per weight and file size
     /// (--write-docs: docs/precision.md and .png).
     Precision(precision::PrecisionArgs),
+    /// Draws the `vs-llama` chart from a saved `vs-llama` table (text as printed), e.g. one
+    /// measured on a machine without fonts (`scripts/device-bench`).
+    #[command(hide = true)]
+    Chart {
+        /// The saved table.
+        table: std::path::PathBuf,
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
     #[command(hide = true)]
     TrainChild(train::ChildArgs),
 }
@@ -334,8 +343,20 @@ fn main() -> ExitCode {
             set_threads(a.threads)?;
             precision::run(&a)
         }
+        Command::Chart { table, output } => {
+            let text = std::fs::read_to_string(&table)
+                .with_context(|| format!("{}: cannot read", table.display()))?;
+            let (rows, threads) = chart::rows_from_table(&text)
+                .with_context(|| format!("{}: not a vs-llama table", table.display()))?;
+            chart::tokens_chart(&output, &rows, threads)?;
+            eprintln!("chart: {}", output.display());
+            Ok(())
+        }
         Command::TrainChild(a) => {
-            let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+            let threads = std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(2);
             set_threads(threads)?;
             train::child(&a)
         }
