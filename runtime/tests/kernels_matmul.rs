@@ -2,16 +2,25 @@
 //! against the scalar `matmul_reference`, both against an f64 dot of the dequantized
 //! weights, `Weight::new` validation, and the variant names.
 //!
+//! Two paths, each checked against its own bounds: below `MIN_BATCH` = 12 activation rows
+//! quantized weights meet activations quantized to the type's `vec_dot_type` (integer
+//! dots, in `matmul` and `matmul_reference` alike); from 12 rows on they are dequantized
+//! to f32 and take the blocked matrix × matrix kernel like F32/F16 (where the CPU has it;
+//! `matmul_reference`, and with it the scalar level, then sums the dequantized products in
+//! f64), so no activation quantization error is allowed there.
+//!
 //! Error bounds, with `S = Σ_c |W[r,c]|·|x[b,c]|` (f64, dequantized weights):
-//! - SIMD vs reference, quantized: `|y - y_ref| ≤ 1e-5·S` — both dot the same quantized
-//!   activations with exact integer block sums; only the f32 order of the per-block terms
-//!   differs.
+//! - SIMD vs reference, quantized, batch < 12: `|y - y_ref| ≤ 1e-5·S` — both dot the same
+//!   quantized activations with exact integer block sums; only the f32 order of the
+//!   per-block terms differs.
 //! - vs f64, F32/F16: `max(cols/8 + 16, min(cols, 256) + ⌈cols/256⌉ + 1)·2⁻²⁴·S` — f32
 //!   accumulation in 16 lanes (the per-row dots), or from 12 activation rows on (the
 //!   blocked matrix × matrix kernel) one FMA chain per 256 columns plus one add per 256.
-//! - SIMD vs reference, F32/F16: the bound vs f64 plus `2⁻²⁴·S` (the reference sums in f64
-//!   and rounds once).
-//! - vs f64, quantized: activation quantization error, per element at most
+//! - vs f64, quantized, batch ≥ 12: the blocked kernel's `(min(cols, 256) + ⌈cols/256⌉ +
+//!   1)·2⁻²⁴·S` (its decoders give the scalar dequantizers' bits, so the weights are exact).
+//! - SIMD vs reference, F32/F16 and quantized at batch ≥ 12: the bound vs f64 plus `2⁻²⁴·S`
+//!   (the reference sums in f64 and rounds once: itself within `(2⁻²⁴ + cols·2⁻⁵³)·S`).
+//! - vs f64, quantized, batch < 12: activation quantization error, per element at most
 //!   `e = amax_blk/127 · (1/2 + 127·2⁻¹¹)` for Q8_0/Q8_1 (rounding, plus the f16 scale) and
 //!   `amax_blk/127 · 0.501` for Q8_K (f32 scale), giving `Σ_c |W|·e_c`; for Q4_1 also the f16
 //!   roundings of Q8_1's `s` and `d` times `m`: `2⁻¹⁰·Σ_blk max|W_blk|·Σ_blk|x|`; plus
@@ -113,6 +122,71 @@ fn cases() -> Vec<Case> {
     out
 }
 
+/// Batch from which every type takes the blocked kernel (`kernels::gemm::MIN_BATCH`).
+const MIN_BATCH: usize = 12;
+
+/// Whether quantized weights at this batch are dequantized (the blocked kernel) rather than
+/// dotted against quantized activations.
+fn dequantized(ty: GgmlType, batch: usize) -> bool {
+    !matches!(ty, GgmlType::F32 | GgmlType::F16) && batch >= MIN_BATCH
+}
+
+/// The bounds (see the module doc) for one output: `matmul` vs f64, `matmul` vs
+/// `matmul_reference`, `matmul_reference` vs f64.
+struct Bounds {
+    exact: f64,
+    vs_reference: f64,
+    reference: f64,
+}
+
+/// `wr`: the weight row dequantized, `xr` the activation row, `s = Σ|w·x|`.
+fn bounds(ty: GgmlType, cols: usize, batch: usize, wr: &[f32], xr: &[f32], s: f64) -> Bounds {
+    let gemm = (cols.min(256) + cols.div_ceil(256) + 1) as f64 * 2f64.powi(-24) * s;
+    let f64_sum = (2f64.powi(-24) + cols as f64 * 2f64.powi(-53)) * s + 1e-30;
+    if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+        let dots = (cols as f64 / 8.0 + 16.0) * 2f64.powi(-24) * s;
+        let exact = dots.max(gemm);
+        return Bounds {
+            exact,
+            vs_reference: exact + 2f64.powi(-24) * s + 1e-30,
+            reference: exact,
+        };
+    }
+    if dequantized(ty, batch) {
+        // No activation quantization: the F32 bounds of the blocked kernel, and the
+        // reference is the f64 sum rounded once.
+        return Bounds {
+            exact: gemm + 1e-30,
+            vs_reference: gemm + 2f64.powi(-24) * s + 1e-30,
+            reference: f64_sum,
+        };
+    }
+    let act_blk = match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => 256,
+        _ => 32,
+    };
+    let mut e = 0.0;
+    for (wb, xb) in wr.chunks(act_blk).zip(xr.chunks(act_blk)) {
+        let amax = xb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+        let per = match ty {
+            GgmlType::Q4_K | GgmlType::Q6_K => amax / 127.0 * 0.501,
+            // + f16 subnormal scale rounding for tiny blocks
+            _ => amax / 127.0 * (0.5 + 127.0 / 2048.0) + 127.0 * 2f64.powi(-25),
+        };
+        e += per * wb.iter().map(|&v| (v as f64).abs()).sum::<f64>();
+        if ty == GgmlType::Q4_1 {
+            let wmax = wb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+            let xsum: f64 = xb.iter().map(|&v| (v as f64).abs()).sum();
+            e += 2f64.powi(-10) * wmax * xsum;
+        }
+    }
+    Bounds {
+        exact: e + 1e-5 * s,
+        vs_reference: 1e-5 * s + 1e-30,
+        reference: e + 1e-5 * s,
+    }
+}
+
 struct Stats {
     worst_vs_ref: f64,
     worst_vs_exact: f64,
@@ -136,10 +210,6 @@ fn check_case(c: &Case, rng: &mut Rng, stats: &mut Stats) {
     matmul(&w, &x, batch, &mut y);
     matmul_reference(&w, &x, batch, &mut y_ref);
 
-    let act_blk = match ty {
-        GgmlType::Q4_K | GgmlType::Q6_K => 256,
-        _ => 32,
-    };
     for b in 0..batch {
         let xr = &x[b * cols..(b + 1) * cols];
         for r in 0..rows {
@@ -150,36 +220,9 @@ fn check_case(c: &Case, rng: &mut Rng, stats: &mut Stats) {
                 .zip(xr)
                 .map(|(&w, &x)| (w as f64 * x as f64).abs())
                 .sum();
-            let bound_exact = match ty {
-                GgmlType::F32 | GgmlType::F16 => {
-                    let dots = cols as f64 / 8.0 + 16.0;
-                    let gemm = (cols.min(256) + cols.div_ceil(256) + 1) as f64;
-                    dots.max(gemm) * 2f64.powi(-24) * s
-                }
-                _ => {
-                    let mut e = 0.0;
-                    for (wb, xb) in wr.chunks(act_blk).zip(xr.chunks(act_blk)) {
-                        let amax = xb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
-                        let per = match ty {
-                            GgmlType::Q4_K | GgmlType::Q6_K => amax / 127.0 * 0.501,
-                            // + f16 subnormal scale rounding for tiny blocks
-                            _ => amax / 127.0 * (0.5 + 127.0 / 2048.0) + 127.0 * 2f64.powi(-25),
-                        };
-                        e += per * wb.iter().map(|&v| (v as f64).abs()).sum::<f64>();
-                        if ty == GgmlType::Q4_1 {
-                            let wmax = wb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
-                            let xsum: f64 = xb.iter().map(|&v| (v as f64).abs()).sum();
-                            e += 2f64.powi(-10) * wmax * xsum;
-                        }
-                    }
-                    e + 1e-5 * s
-                }
-            };
+            let bound = bounds(ty, cols, batch, wr, xr, s);
+            let (bound_exact, bound_ref) = (bound.exact, bound.vs_reference);
             let (got, want) = (y[b * rows + r] as f64, y_ref[b * rows + r] as f64);
-            let bound_ref = match ty {
-                GgmlType::F32 | GgmlType::F16 => bound_exact + 2f64.powi(-24) * s,
-                _ => 1e-5 * s,
-            } + 1e-30;
             let ctx = format!("{ty} rows={rows} cols={cols} batch={batch} (r={r}, b={b})");
             assert!(got.is_finite(), "{ctx}: non-finite {got}");
             assert!(
@@ -191,8 +234,9 @@ fn check_case(c: &Case, rng: &mut Rng, stats: &mut Stats) {
                 "{ctx}: simd {got} vs f64 {exact}, bound {bound_exact}"
             );
             assert!(
-                (want - exact).abs() <= bound_exact,
-                "{ctx}: reference {want} vs f64 {exact}, bound {bound_exact}"
+                (want - exact).abs() <= bound.reference,
+                "{ctx}: reference {want} vs f64 {exact}, bound {}",
+                bound.reference
             );
             stats.worst_vs_ref = stats.worst_vs_ref.max((got - want).abs() / bound_ref);
             stats.worst_vs_exact = stats.worst_vs_exact.max((got - exact).abs() / bound_exact);
@@ -260,6 +304,63 @@ fn blocked_f32_f16_kernel_matches_reference_and_f64_on_ragged_shapes() {
     }
 }
 
+/// Quantized weights from `MIN_BATCH` activation rows on take the blocked kernel with a
+/// dequantizing decode: batches 12, 17 and 33 (a partial 16-lane panel each), rows not
+/// a multiple of the 6-row tile or the 96-row block, cols of 1, 2 and 3 256-column blocks
+/// (for the 32-value types also ending inside one), and one shape from the threaded path.
+/// Checked against the blocked kernel's F32 bound on the dequantized weights, far below
+/// the activation quantization error the integer dots would make; batch 11 beside each,
+/// which must still meet only the integer path's bounds.
+#[test]
+fn blocked_quantized_kernel_matches_reference_and_f64_on_ragged_shapes() {
+    let mut rng = Rng::new(0x5eed_0005);
+    for ty in TYPES.into_iter().skip(2) {
+        let blk = ty.block_size();
+        let cols_list: Vec<usize> = if blk == 256 {
+            vec![256, 512, 768]
+        } else {
+            vec![32, 256, 288, 608, 768]
+        };
+        let mut stats = Stats {
+            worst_vs_ref: 0.0,
+            worst_vs_exact: 0.0,
+        };
+        let mut shapes = Vec::new();
+        for (i, &cols) in cols_list.iter().enumerate() {
+            for (j, rows) in [1, 7, 97, 193].into_iter().enumerate() {
+                let batch = [MIN_BATCH, 17, 33][(i + j) % 3];
+                shapes.push((rows, cols, batch));
+            }
+        }
+        shapes.push((13, cols_list[1], MIN_BATCH - 1));
+        shapes.push((301, cols_list[cols_list.len() - 1], 40));
+        for (rows, cols, batch) in shapes {
+            let c = Case {
+                ty,
+                rows,
+                cols,
+                batch,
+            };
+            let mut st = Stats {
+                worst_vs_ref: 0.0,
+                worst_vs_exact: 0.0,
+            };
+            check_case(&c, &mut rng, &mut st);
+            if dequantized(ty, batch) {
+                stats.worst_vs_ref = stats.worst_vs_ref.max(st.worst_vs_ref);
+                stats.worst_vs_exact = stats.worst_vs_exact.max(st.worst_vs_exact);
+            }
+        }
+        println!(
+            "{ty:>5} ({}): dequantized blocked kernel, worst |simd-ref|/bound {:.3}, \
+             |simd-f64|/bound {:.3}",
+            variant(ty),
+            stats.worst_vs_ref,
+            stats.worst_vs_exact
+        );
+    }
+}
+
 /// Random bytes in the quant fields (every nibble / 6-bit / 8-bit code, including Q8_0's
 /// -128 and the largest 6-bit scales and mins) with sane f16 scales: the SIMD integer paths
 /// must neither saturate nor overflow where the scalar reference does not.
@@ -275,7 +376,7 @@ fn matmul_matches_reference_on_random_quant_bytes() {
         (GgmlType::Q6_K, 210, &[208]),
     ];
     for (ty, bsize, scale_offsets) in layouts {
-        let (rows, cols, batch) = (37, 2 * ty.block_size() * if bsize > 100 { 1 } else { 8 }, 6);
+        let (rows, cols) = (37, 2 * ty.block_size() * if bsize > 100 { 1 } else { 8 });
         let mut data = rng.bytes(rows * ty.row_size(cols).unwrap());
         for block in data.chunks_exact_mut(bsize) {
             for &o in scale_offsets {
@@ -284,33 +385,39 @@ fn matmul_matches_reference_on_random_quant_bytes() {
             }
         }
         let w = Weight::new(ty, rows, cols, &data).unwrap();
-        // Extreme activations: every block has its ±amax, so quants reach ±127.
-        let x: Vec<f32> = (0..batch * cols)
-            .map(|i| {
-                if i % 7 == 0 {
-                    -3.0
-                } else {
-                    rng.uniform() * 3.0
-                }
-            })
-            .collect();
         let wd = dequantize_rows(ty, &data, rows, cols);
-        let mut y = vec![0f32; batch * rows];
-        let mut y_ref = vec![0f32; batch * rows];
-        matmul(&w, &x, batch, &mut y);
-        matmul_reference(&w, &x, batch, &mut y_ref);
-        for b in 0..batch {
-            for r in 0..rows {
-                let s: f64 = wd[r * cols..(r + 1) * cols]
-                    .iter()
-                    .zip(&x[b * cols..(b + 1) * cols])
-                    .map(|(&w, &x)| (w as f64 * x as f64).abs())
-                    .sum();
-                let (got, want) = (y[b * rows + r], y_ref[b * rows + r]);
-                assert!(
-                    ((got - want) as f64).abs() <= 1e-5 * s + 1e-30,
-                    "{ty} r={r} b={b}: simd {got} vs reference {want} (S = {s})"
-                );
+        // The integer dots (6) and the dequantizing blocked kernel (13).
+        for batch in [6, MIN_BATCH + 1] {
+            // Extreme activations: every block has its ±amax, so quants reach ±127.
+            let x: Vec<f32> = (0..batch * cols)
+                .map(|i| {
+                    if i % 7 == 0 {
+                        -3.0
+                    } else {
+                        rng.uniform() * 3.0
+                    }
+                })
+                .collect();
+            let mut y = vec![0f32; batch * rows];
+            let mut y_ref = vec![0f32; batch * rows];
+            matmul(&w, &x, batch, &mut y);
+            matmul_reference(&w, &x, batch, &mut y_ref);
+            for b in 0..batch {
+                for r in 0..rows {
+                    let s: f64 = wd[r * cols..(r + 1) * cols]
+                        .iter()
+                        .zip(&x[b * cols..(b + 1) * cols])
+                        .map(|(&w, &x)| (w as f64 * x as f64).abs())
+                        .sum();
+                    let (got, want) = (y[b * rows + r], y_ref[b * rows + r]);
+                    let (wr, xr) = (&wd[r * cols..(r + 1) * cols], &x[b * cols..(b + 1) * cols]);
+                    let bound = bounds(ty, cols, batch, wr, xr, s).vs_reference;
+                    assert!(
+                        ((got - want) as f64).abs() <= bound,
+                        "{ty} r={r} b={b} batch={batch}: simd {got} vs reference {want} \
+                     (bound {bound})"
+                    );
+                }
             }
         }
     }

@@ -1,21 +1,30 @@
 //! Matrix kernels: `y = x · Wᵀ` for a GGML weight matrix straight from the mmap.
 //!
-//! Quantized weights are dotted against activations quantized once per call to the weight
-//! type's [`GgmlType::vec_dot_type`] (integer dot products per block, as ggml does); F16 and
-//! F32 weights meet the f32 activations directly in f32 FMA: one dot per (weight row,
-//! activation row), or from `gemm::MIN_BATCH` activation rows on (the decoder's token rows
-//! and attention products) the register-blocked matrix × matrix kernel in `gemm`.
+//! Below `gemm::MIN_BATCH` (12) activation rows, quantized weights are dotted against
+//! activations quantized once per call to the weight type's [`GgmlType::vec_dot_type`]
+//! (integer dot products per block, as ggml does); F16 and F32 weights meet the f32
+//! activations directly in f32 FMA, one dot per (weight row, activation row). From
+//! `gemm::MIN_BATCH` rows on (the decoder's token rows and attention products, AR steps over
+//! 12 or more sequences) every type takes the register-blocked matrix × matrix kernel in
+//! `gemm`, quantized weights dequantized to f32 block by block (`dequant`) and the
+//! activations left in f32: no activation quantization error there, and the F32 kernel's
+//! error bound on the dequantized weights.
 //!
 //! Kernel variants are picked at run time: one x86_64 binary uses AVX2+FMA+F16C, plus
 //! AVX-VNNI for the 32-value block types where the CPU has it, without being built for the
 //! machine; one aarch64 binary uses NEON everywhere, `sdot` where the CPU has DotProd
 //! (Cortex-A76/A78AE) and `smmla` for batch > 1 where it has I8MM, widening multiplies
 //! where it has neither (Cortex-A72); other targets use `wide` (F32/F16) and the scalar
-//! references (quantized). The blocked F32/F16 kernel comes with the AVX2 and NEON levels
-//! only (`wide` and scalar have none). Every
-//! SIMD kernel has the scalar reference from [`crate::quant`] beside it;
-//! [`matmul_reference`] runs only those. `EOSTOK_KERNELS=avx2|scalar` (aarch64:
-//! `i8mm|dotprod|neon|scalar`) caps the level (read
+//! references (quantized). The blocked kernel comes with the AVX2 and NEON levels only
+//! (`wide` and scalar have none; its quantized decoders are AVX2 on x86_64 and the scalar
+//! `dequantize_row`s on aarch64). Every SIMD kernel has the scalar reference from
+//! [`crate::quant`] beside it; [`matmul_reference`] runs only those: below
+//! `gemm::MIN_BATCH` rows the integer `vec_dot`s on reference-quantized activations, from
+//! there on, for quantized weights, each row dequantized by its `dequantize_row` and dotted
+//! with the f32 activations in f64 (`dequant::rows_reference`: the product the blocked
+//! kernel computes, so the scalar level and SIMD agree to its rounding on both sides of the
+//! threshold; F32/F16 use their f64 `vec_dot_f32` at every batch).
+//! `EOSTOK_KERNELS=avx2|scalar` (aarch64: `i8mm|dotprod|neon|scalar`) caps the level (read
 //! once per process) to compare or test the lower variants; see [`variant`].
 //!
 //! Work split: rayon over chunks of output rows (or, with `EOSTOK_POOL=spin`, a
@@ -23,12 +32,12 @@
 //! calling thread). With `batch > 1` a task dots each of its weight rows against 4
 //! activation rows at a time (the weight block is unpacked once for the 4), tile after tile,
 //! so the weights come from memory once per call and from L2 after that; the `[rows, batch]`
-//! results are transposed into `y` at the end. F32 and F16 weights with at least
-//! `gemm::MIN_BATCH` activation rows take the blocked kernel instead (`gemm`: activations
-//! packed once per call into 16-row panels, weights decoded once per 96 × 256 block into a
-//! per-thread f32 panel, 6 × 16 tiles of accumulators held in registers: on AVX2 8 loads
-//! per 12 FMAs, where the dots need 10 per 8); its tasks are whole row blocks, each
-//! transposed into its columns of `y` as it finishes (`run_gemm`).
+//! results are transposed into `y` at the end. With at least `gemm::MIN_BATCH` activation
+//! rows the blocked kernel serves instead (`gemm`: activations packed once per call into
+//! 16-row panels, weights decoded once per 96 × 256 block into a per-thread f32 panel, 6 × 16
+//! tiles of accumulators held in registers: on AVX2 8 loads per 12 FMAs, where the dots
+//! need 10 per 8); its tasks are whole row blocks, each transposed into its columns of `y` as
+//! it finishes (`run_gemm`).
 
 // The micro-kernels index several per-activation-row arrays with one unrolled `k`.
 #![allow(clippy::needless_range_loop)]
@@ -54,12 +63,13 @@ macro_rules! for_groups {
     }};
 }
 
-mod act;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod act;
 #[cfg(target_arch = "x86_64")]
 mod block32;
 mod cpu;
+mod dequant;
 mod f16;
 mod f32;
 mod gemm;
@@ -203,8 +213,9 @@ struct Kernel {
     /// For 32-value blocks: per-lane multipliers `c` of the activation bias lanes
     /// `-c · Σ(group of 4 quants)` (see `Acts::bias`).
     bias: Option<[i32; 8]>,
-    /// F32/F16: the register-blocked matrix × matrix kernel (`gemm`) for calls with at
-    /// least `min_batch` activation rows; `rows` serves the others.
+    /// The register-blocked matrix × matrix kernel (`gemm`; for the scalar reference of a
+    /// quantized type `dequant::rows_reference`) for calls with at least `min_batch`
+    /// activation rows; `rows` serves the others.
     gemm: Option<Gemm>,
 }
 
@@ -254,7 +265,27 @@ fn select(ty: GgmlType) -> Kernel {
         GgmlType::Q6_K => q6_k::select(),
         _ => None,
     };
+    // Quantized types: the integer dots below `gemm::MIN_BATCH`, the blocked kernel with a
+    // dequantizing decode from there on, at the levels that have it.
+    let simd = simd.map(|k| match quantized_gemm() {
+        Some(rows) if k.gemm.is_none() && dequant::is_quantized(ty) => k.with_gemm(rows),
+        _ => k,
+    });
     simd.unwrap_or_else(|| reference_kernel(ty))
+}
+
+/// The blocked kernel's entry point for quantized weights at this CPU's level, if it has one
+/// (AVX2+FMA+F16C, NEON).
+fn quantized_gemm() -> Option<RowsFn> {
+    #[cfg(target_arch = "x86_64")]
+    if cpu::has_avx2() {
+        return Some(gemm::avx2::rows_quantized);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if cpu::has_neon() {
+        return Some(gemm::neon::rows_quantized);
+    }
+    None
 }
 
 /// The scalar kernel: the reference `vec_dot` per (row, activation row).
@@ -264,12 +295,18 @@ fn reference_kernel(ty: GgmlType) -> Kernel {
         GgmlType::F16 => f16::rows_reference,
         _ => quantized_rows_reference,
     };
+    // Quantized from `gemm::MIN_BATCH` rows on: the dequantized weights in f64 (what the
+    // SIMD levels' blocked kernel computes), not the integer dots.
+    let gemm = dequant::is_quantized(ty).then_some(Gemm {
+        rows: dequant::rows_reference,
+        min_batch: gemm::MIN_BATCH,
+    });
     Kernel {
         name: "scalar",
         rows,
         fast_quantizer: false,
         bias: None,
-        gemm: None,
+        gemm,
     }
 }
 
@@ -342,7 +379,9 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
     }
     let parallel = parallel && w.rows * w.cols * batch >= SERIAL_MACS && w.rows > 1;
     let gemm = kernel.gemm.filter(|g| batch >= g.min_batch);
-    let buf = ActBuf::prepare(w.ty, x, batch, w.cols, &kernel, gemm.is_some(), parallel);
+    // The blocked kernel reads f32 activations only (packed): none are quantized for it.
+    let act_ty = if gemm.is_some() { GgmlType::F32 } else { w.ty };
+    let buf = ActBuf::prepare(act_ty, x, batch, w.cols, &kernel, gemm.is_some(), parallel);
     let acts = buf.acts(x, batch, w.cols);
     if let Some(g) = gemm {
         run_gemm(w, &acts, y, g.rows, parallel);
