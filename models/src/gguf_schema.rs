@@ -4,6 +4,7 @@
 //! `config_from_metadata`; both go through these constants only.
 
 use crate::config::{ArConfig, Config, VfmConfig, VitConfig};
+use crate::sampling::{SamplingChoice, TokenSampling};
 
 pub const ARCHITECTURE: &str = "eostok";
 /// ggml's current quantization version (`GGML_QNT_VERSION`).
@@ -50,6 +51,14 @@ pub const TRAIN_MODE: &str = "eostok.train.mode";
 pub const TRAIN_LOSSES: &str = "eostok.train.losses";
 pub const QUANT_POLICY: &str = "eostok.quantization.policy";
 pub const WEIGHTS: &str = "eostok.weights";
+
+// Recommended sampling (optional, each key on its own): what `eostok-run` and
+// `eostok-eval` sample with when no flag says otherwise. See `SamplingRecommendation`.
+pub const SAMPLING_TEMPERATURE: &str = "eostok.sampling.temperature";
+pub const SAMPLING_TOP_K: &str = "eostok.sampling.top_k";
+pub const SAMPLING_TOP_P: &str = "eostok.sampling.top_p";
+pub const SAMPLING_CFG_SCALE: &str = "eostok.sampling.cfg_scale";
+pub const SAMPLING_KEYS: [&str; 4] = [SAMPLING_TEMPERATURE, SAMPLING_TOP_K, SAMPLING_TOP_P, SAMPLING_CFG_SCALE];
 
 /// `general.file_type` values (not ggml type ids: Q8_0 is type 8 but file type 7).
 pub mod file_type {
@@ -129,6 +138,8 @@ pub enum SchemaError {
     Architecture(String),
     #[error("metadata describes an invalid model: {0}")]
     Invalid(String),
+    #[error("metadata key '{0}' = {1} is out of range (must be {2})")]
+    OutOfRange(String, String, &'static str),
 }
 
 /// Rebuild the architecture from metadata (the inverse of `config_to_metadata`;
@@ -207,6 +218,158 @@ pub fn config_from_metadata(lookup: impl Fn(&str) -> Option<MetaValue>) -> Resul
     Ok(cfg)
 }
 
+/// The sampling a file recommends (`eostok.sampling.*`); `None` = the file
+/// says nothing, and the flag's default applies. Stored as GGUF f32/u32.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamplingRecommendation {
+    /// `eostok.sampling.temperature`, >= 0 (0 = greedy).
+    pub temperature: Option<f32>,
+    /// `eostok.sampling.top_k` (0 = off).
+    pub top_k: Option<u32>,
+    /// `eostok.sampling.top_p`, in (0, 1] (1 = off).
+    pub top_p: Option<f32>,
+    /// `eostok.sampling.cfg_scale`, >= 0 (1 = off).
+    pub cfg_scale: Option<f32>,
+}
+
+/// The range a float sampling key accepts, as text for errors.
+fn sampling_range(key: &str) -> &'static str {
+    if key == SAMPLING_TOP_P {
+        "in (0, 1]"
+    } else {
+        "finite and >= 0"
+    }
+}
+
+fn in_sampling_range(key: &str, v: f32) -> bool {
+    if key == SAMPLING_TOP_P {
+        v > 0.0 && v <= 1.0
+    } else {
+        v.is_finite() && v >= 0.0
+    }
+}
+
+impl SamplingRecommendation {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Every value in range (the error names the key).
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        for (key, v) in [(SAMPLING_TEMPERATURE, self.temperature), (SAMPLING_TOP_P, self.top_p), (SAMPLING_CFG_SCALE, self.cfg_scale)] {
+            match v {
+                Some(v) if !in_sampling_range(key, v) => return Err(SchemaError::OutOfRange(key.into(), v.to_string(), sampling_range(key))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys that are set, for the writer.
+    pub fn to_metadata(&self) -> Vec<(String, MetaValue)> {
+        let mut m = vec![];
+        if let Some(v) = self.temperature {
+            m.push((SAMPLING_TEMPERATURE.into(), MetaValue::F32(v)));
+        }
+        if let Some(v) = self.top_k {
+            m.push((SAMPLING_TOP_K.into(), MetaValue::U32(v)));
+        }
+        if let Some(v) = self.top_p {
+            m.push((SAMPLING_TOP_P.into(), MetaValue::F32(v)));
+        }
+        if let Some(v) = self.cfg_scale {
+            m.push((SAMPLING_CFG_SCALE.into(), MetaValue::F32(v)));
+        }
+        m
+    }
+
+    /// From `--sampling cfg=1.5,top_k=50,temperature=0.9,top_p=1` (`cfg_scale`
+    /// is a synonym of `cfg`); `none` is the empty recommendation.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut r = SamplingRecommendation::default();
+        if spec.trim() == "none" {
+            return Ok(r);
+        }
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("'{part}' is not KEY=VALUE (keys: temperature, top_k, top_p, cfg)"))?;
+            let (k, v) = (k.trim(), v.trim());
+            let float = |key: &str| -> Result<f32, String> {
+                let x: f32 = v.parse().map_err(|_| format!("{k}={v}: not a number"))?;
+                if !in_sampling_range(key, x) {
+                    return Err(format!("{k}={v}: must be {}", sampling_range(key)));
+                }
+                Ok(x)
+            };
+            let dup = match k {
+                "temperature" => r.temperature.replace(float(SAMPLING_TEMPERATURE)?).is_some(),
+                "top_k" => r.top_k.replace(v.parse().map_err(|_| format!("{k}={v}: not an integer in 0..=4294967295"))?).is_some(),
+                "top_p" => r.top_p.replace(float(SAMPLING_TOP_P)?).is_some(),
+                "cfg" | "cfg_scale" => r.cfg_scale.replace(float(SAMPLING_CFG_SCALE)?).is_some(),
+                _ => return Err(format!("unknown key '{k}' (keys: temperature, top_k, top_p, cfg)")),
+            };
+            if dup {
+                return Err(format!("'{k}' is given twice"));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Settings to sample with: each flag, else this recommendation, else
+    /// the default (temperature 1, top-k 0, top-p 1, cfg 1). `from_file`
+    /// lists the settings taken from the recommendation.
+    pub fn resolve(&self, temperature: Option<f64>, top_k: Option<usize>, top_p: Option<f64>, cfg_scale: Option<f32>) -> SamplingChoice {
+        let d = TokenSampling::default();
+        let mut from_file = vec![];
+        let temperature = pick(temperature, self.temperature.map(widen), d.temperature, "temperature", &mut from_file);
+        let top_k = pick(top_k, self.top_k.map(|k| k as usize), d.top_k, "top-k", &mut from_file);
+        let top_p = pick(top_p, self.top_p.map(widen), d.top_p, "top-p", &mut from_file);
+        let cfg_scale = pick(cfg_scale, self.cfg_scale, 1.0, "cfg", &mut from_file);
+        SamplingChoice { sampling: TokenSampling { temperature, top_k, top_p }, cfg_scale, from_file }
+    }
+}
+
+/// The flag, else the recommendation (noted in `from_file`), else the default.
+fn pick<T: Copy + std::fmt::Display>(flag: Option<T>, rec: Option<T>, default: T, name: &str, from_file: &mut Vec<String>) -> T {
+    match (flag, rec) {
+        (Some(v), _) => v,
+        (None, Some(v)) => {
+            from_file.push(format!("{name} {v}"));
+            v
+        }
+        (None, None) => default,
+    }
+}
+
+/// An f32 from the file as the f64 a flag with the same decimal text parses
+/// to (0.9f32 -> 0.9, not 0.8999999761...), so `top_p=0.9` in a file and
+/// `--top-p 0.9` sample alike.
+fn widen(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+/// The recommended sampling in a file's metadata (absent keys are `None`):
+/// f32 for temperature, top-p and cfg, an unsigned integer below 2^32 for
+/// top-k; a wrong type or a value out of range is an error naming the key.
+pub fn sampling_from_metadata(lookup: impl Fn(&str) -> Option<MetaValue>) -> Result<SamplingRecommendation, SchemaError> {
+    let float = |k: &str| -> Result<Option<f32>, SchemaError> {
+        match lookup(k) {
+            None => Ok(None),
+            Some(MetaValue::F32(v)) => Ok(Some(v)),
+            Some(_) => Err(SchemaError::WrongType(k.to_string(), "f32")),
+        }
+    };
+    let top_k = match lookup(SAMPLING_TOP_K) {
+        None => None,
+        Some(v) => {
+            let v = v.as_u64().ok_or(SchemaError::WrongType(SAMPLING_TOP_K.into(), "unsigned integer"))?;
+            Some(u32::try_from(v).map_err(|_| SchemaError::OutOfRange(SAMPLING_TOP_K.into(), v.to_string(), "below 2^32"))?)
+        }
+    };
+    let r = SamplingRecommendation { temperature: float(SAMPLING_TEMPERATURE)?, top_k, top_p: float(SAMPLING_TOP_P)?, cfg_scale: float(SAMPLING_CFG_SCALE)? };
+    r.validate()?;
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +405,56 @@ mod tests {
         assert!(matches!(config_from_metadata(|k| meta.get(k).cloned()), Err(SchemaError::WrongType(..))));
         meta.insert(CODEBOOK_SIZE.into(), MetaValue::U32(0));
         assert!(matches!(config_from_metadata(|k| meta.get(k).cloned()), Err(SchemaError::Invalid(..))));
+    }
+
+    #[test]
+    fn sampling_round_trip_parse_and_precedence() {
+        let r = SamplingRecommendation::parse("cfg=1.5, top_k=50,temperature=0.9,top_p=1").unwrap();
+        assert_eq!(r, SamplingRecommendation { temperature: Some(0.9), top_k: Some(50), top_p: Some(1.0), cfg_scale: Some(1.5) });
+        let meta: HashMap<String, MetaValue> = r.to_metadata().into_iter().collect();
+        assert_eq!(meta.len(), 4);
+        assert_eq!(sampling_from_metadata(|k| meta.get(k).cloned()).unwrap(), r);
+        // Nothing in the file: nothing recommended, the defaults apply.
+        let none = sampling_from_metadata(|_| None).unwrap();
+        assert!(none.is_empty() && none.to_metadata().is_empty());
+        let c = none.resolve(None, None, None, None);
+        assert_eq!((c.sampling, c.cfg_scale, c.from_file.len()), (TokenSampling::default(), 1.0, 0));
+        // The file fills what no flag gives; its 0.9f32 is the flag's 0.9.
+        let c = r.resolve(None, Some(7), None, None);
+        assert_eq!(c.sampling, TokenSampling { temperature: 0.9, top_k: 7, top_p: 1.0 });
+        assert_eq!(c.cfg_scale, 1.5);
+        assert_eq!(c.from_file, ["temperature 0.9", "top-p 1", "cfg 1.5"]);
+        let c = r.resolve(Some(1.0), None, Some(0.5), Some(1.0));
+        assert_eq!((c.sampling.temperature, c.sampling.top_k, c.sampling.top_p, c.cfg_scale), (1.0, 50, 0.5, 1.0));
+        assert_eq!(c.from_file, ["top-k 50"]);
+        assert_eq!(SamplingRecommendation::parse("none").unwrap(), SamplingRecommendation::default());
+    }
+
+    #[test]
+    fn sampling_bad_specs_and_hostile_values() {
+        for (spec, needle) in [
+            ("cfg=1.5,foo=1", "unknown key 'foo'"),
+            ("cfg", "not KEY=VALUE"),
+            ("", "not KEY=VALUE"),
+            ("cfg=x", "not a number"),
+            ("cfg=-1", "finite and >= 0"),
+            ("cfg=inf", "finite and >= 0"),
+            ("temperature=NaN", "finite and >= 0"),
+            ("top_p=0", "in (0, 1]"),
+            ("top_p=1.01", "in (0, 1]"),
+            ("top_k=-1", "not an integer"),
+            ("cfg=1,cfg_scale=2", "given twice"),
+        ] {
+            let e = SamplingRecommendation::parse(spec).unwrap_err();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
+        let hostile = |k: &str, v: MetaValue| sampling_from_metadata(|q| (q == k).then(|| v.clone())).unwrap_err();
+        for (k, v) in [(SAMPLING_TOP_P, 0.0), (SAMPLING_TOP_P, f32::NAN), (SAMPLING_TEMPERATURE, -0.5), (SAMPLING_CFG_SCALE, f32::INFINITY), (SAMPLING_CFG_SCALE, -1.0)] {
+            let e = hostile(k, MetaValue::F32(v)).to_string();
+            assert!(e.starts_with(&format!("metadata key '{k}' = ")) && e.contains("out of range (must be"), "{e}");
+        }
+        assert_eq!(hostile(SAMPLING_TOP_P, MetaValue::Str("0.9".into())), SchemaError::WrongType(SAMPLING_TOP_P.into(), "f32"));
+        assert_eq!(hostile(SAMPLING_TOP_K, MetaValue::F32(5.0)), SchemaError::WrongType(SAMPLING_TOP_K.into(), "unsigned integer"));
+        assert!(hostile(SAMPLING_TOP_K, MetaValue::U64(1 << 40)).to_string().contains(SAMPLING_TOP_K));
     }
 }

@@ -51,6 +51,17 @@ impl Default for TokenSampling {
     }
 }
 
+/// What to sample with once flags and a file's recommended sampling are
+/// combined (`gguf_schema::SamplingRecommendation::resolve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingChoice {
+    pub sampling: TokenSampling,
+    /// Classifier-free guidance scale (1 = off).
+    pub cfg_scale: f32,
+    /// The settings that came from the file, e.g. `["cfg 1.5"]`.
+    pub from_file: Vec<String>,
+}
+
 /// Index of the largest value (first one on ties; NaN never wins).
 pub fn argmax(xs: &[f32]) -> usize {
     let mut best = 0;
