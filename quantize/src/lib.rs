@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use eostok_models::checkpoint::WeightSet;
 use eostok_models::exit::bad_input;
-use eostok_models::gguf_schema::{self, MetaValue};
+use eostok_models::gguf_schema::{self, MetaValue, SamplingRecommendation};
 use eostok_runtime::quant::{dequantize_row, GgmlType};
 pub use policy::QuantType;
 use serde::Serialize;
@@ -75,7 +75,21 @@ fn is_quantized(t: GgmlType) -> bool {
 
 /// Quantize `input` (checkpoint dir or GGUF) into `output`.
 pub fn quantize(input: &Path, output: &Path, opts: &Options) -> Result<Report> {
+    quantize_with_sampling(input, output, opts, None)
+}
+
+/// [`quantize`], writing `sampling` as the file's recommended sampling
+/// (`eostok.sampling.*`; an empty one writes no key). `None` keeps what a
+/// GGUF source recommends; a checkpoint recommends nothing.
+pub fn quantize_with_sampling(input: &Path, output: &Path, opts: &Options, sampling: Option<&SamplingRecommendation>) -> Result<Report> {
     let src = Source::open(input, opts.weights)?;
+    let sampling = match sampling {
+        Some(s) => {
+            s.validate().map_err(|e| bad_input(format!("--sampling: {e}")))?;
+            *s
+        }
+        None => src.sampling()?,
+    };
     let cfg = src.config().clone();
     if output.is_dir() {
         return Err(bad_input(format!("{}: is a directory; give a file name such as model.gguf", output.display())));
@@ -102,6 +116,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &Options) -> Result<Report> {
         )),
     ));
     meta.extend(src.provenance());
+    meta.extend(sampling.to_metadata());
 
     let entries: Vec<TensorEntry> = plan.iter().map(|p| TensorEntry::new(&p.spec.name, &p.spec.shape, p.ty)).collect();
     let mut w = GgufWriter::create(output, &meta, entries)?;

@@ -6,7 +6,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use eostok_models::checkpoint::{self, WeightSet};
 use eostok_models::exit::{bad_input, BadInputExt};
-use eostok_models::gguf_schema::{self, MetaValue};
+use eostok_models::gguf_schema::{self, MetaValue, SamplingRecommendation};
 use eostok_models::shapes::TensorSpec;
 use eostok_models::Config;
 use eostok_runtime::gguf::GgufFile;
@@ -68,6 +68,14 @@ impl Source {
                 .iter()
                 .filter_map(|k| gguf.metadata().get(k).and_then(schema_value).map(|v| (k.to_string(), v)))
                 .collect(),
+        }
+    }
+
+    /// The sampling the source recommends: a GGUF's (checked), none for a checkpoint.
+    pub fn sampling(&self) -> Result<SamplingRecommendation> {
+        match self {
+            Source::Checkpoint { .. } => Ok(SamplingRecommendation::default()),
+            Source::Gguf { gguf, path, .. } => eostok_runtime::model::sampling_of(gguf).map_err(|e| bad_input(format!("{}: {e}", path.display()))),
         }
     }
 

@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::Parser;
 use eostok_models::checkpoint::WeightSet;
 use eostok_models::exit;
-use eostok_quantize::{quantize, Options, QuantType};
+use eostok_models::gguf_schema::SamplingRecommendation;
+use eostok_quantize::{quantize_with_sampling, Options, QuantType};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ struct Cli {
     /// Also export the encoder (to tokenize images with the GGUF).
     #[arg(long)]
     with_encoder: bool,
+    /// Recommended sampling to store in the file (eostok.sampling.*), used by eostok-run and eostok-eval where no flag is given: comma-separated KEY=VALUE of temperature (>= 0), top_k, top_p (in (0, 1]), cfg (>= 0), e.g. `cfg=1.5,top_k=50`; `none` stores none. Default: none from a checkpoint, a GGUF input's own.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    sampling: Option<String>,
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -50,6 +54,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let sampling = match &cli.sampling {
+        Some(spec) => Some(SamplingRecommendation::parse(spec).map_err(|e| exit::bad_input(format!("--sampling {spec}: {e}")))?),
+        None => None,
+    };
     if !cli.input.exists() {
         return Err(exit::bad_input(format!("{}: no such checkpoint directory or GGUF file", cli.input.display())));
     }
@@ -63,7 +71,7 @@ fn run(cli: Cli) -> Result<()> {
         with_encoder: cli.with_encoder,
         progress: !cli.quiet,
     };
-    let report = quantize(&cli.input, &cli.output, &opts)?;
+    let report = quantize_with_sampling(&cli.input, &cli.output, &opts, sampling.as_ref())?;
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -56,6 +56,21 @@ pub fn config_of(file: &GgufFile) -> Result<Config> {
     gguf_schema::config_from_metadata(|k| file.metadata().get(k).and_then(schema_value)).map_err(|e| bad_input(e.to_string()))
 }
 
+/// The sampling a file recommends (`eostok.sampling.*`, all optional),
+/// validated: a value of the wrong type or out of range is bad input naming
+/// the key.
+pub fn sampling_of(file: &GgufFile) -> Result<gguf_schema::SamplingRecommendation> {
+    let meta = file.metadata();
+    // A value the schema cannot take (a negative or boolean top-k, an array)
+    // would otherwise read as absent.
+    for k in gguf_schema::SAMPLING_KEYS {
+        if let Some(v) = meta.get(k).filter(|v| schema_value(v).is_none()) {
+            return Err(bad_input(format!("metadata key '{k}' has the wrong type ({})", v.describe())));
+        }
+    }
+    gguf_schema::sampling_from_metadata(|k| meta.get(k).and_then(schema_value)).map_err(|e| bad_input(e.to_string()))
+}
+
 impl<'a> Model<'a> {
     /// Validate every tensor the model needs against the metadata and build
     /// the model on views of the file.
