@@ -2,10 +2,18 @@
 //! Q8_0/Q8_1 activations); each type supplies a [`Kind`]: how to unpack its block and which
 //! integer dot to run.
 //!
-//! Per group of 8 blocks the f16 weight scales are converted together and multiplied by the
-//! activation scales (one broadcast load per block afterwards); per block the weight is
-//! unpacked once and dotted against N activation rows; two accumulator sets hide the FMA
-//! latency.
+//! The weights are read in place (no repacking): a pass dots R consecutive weight rows
+//! against N activation rows (the batch tile, 1..=4): R = 4 for N = 1, 2 (batch-1 decoding
+//! is matrix × vector), R = 2 for N = 3, 4; leftover rows go one at a time. Per block the
+//! N activation quants and bias lanes are loaded once for the R rows and each weight block
+//! is unpacked once for the N activation rows, into R · N accumulators (two sets, for even
+//! and odd blocks, while R · N < 4 chains would leave the FMA latency exposed). Per group
+//! of 8 blocks each row's f16 scales are converted together and multiplied by the N
+//! activation scales into a small stack array (one broadcast load per block afterwards).
+//! Every row prefetches its own columns whole passes (≥ `PREFETCH` bytes) ahead, so no
+//! prefetch lands in the rows being read however long they are. The lengths the unchecked
+//! reads rely on are asserted once per call, and a 4-row pass ends in one transposing
+//! horizontal sum (`hsum4`).
 
 use super::act::{Acts, Qs32};
 use super::x86::*;
@@ -61,109 +69,259 @@ unsafe fn rows_impl<K: Kind>(
     out: &mut [f32],
     stride: usize,
 ) {
-    for (r, out) in rows.zip(out.chunks_mut(stride)) {
-        let out = &mut out[..acts.batch];
-        let wr = as_blocks::<K::W>(w.row(r));
-        for_groups!(acts.batch, out, dot, [K], (wr, acts));
+    let blocks = as_blocks::<K::W>(w.data);
+    let nb = w.row_size() / size_of::<K::W>();
+    assert!(rows.end <= w.rows && blocks.len() == w.rows * nb);
+    // The unchecked reads in `dot` rely on these lengths; checked once per call.
+    let batch = acts.batch;
+    assert!(acts.qs.len() == batch * nb && acts.d.len() == batch * nb);
+    if K::M.is_some() {
+        assert_eq!(acts.s.len(), batch * nb);
+    }
+    if K::BIAS.is_some() {
+        assert_eq!(acts.bias.len(), batch * nb);
+    }
+    // The caller tiles the batch by `BATCH_TILE` = 4; larger batches run in groups of 4.
+    let mut b0 = 0;
+    while b0 < batch {
+        let n = (batch - b0).min(4);
+        let p = Pass {
+            blocks,
+            nb,
+            acts,
+            b0,
+        };
+        let out = &mut out[b0..];
+        match n {
+            1 => p.run::<4, 1, K>(rows.clone(), out, stride),
+            2 => p.run::<4, 2, K>(rows.clone(), out, stride),
+            3 => p.run::<2, 3, K>(rows.clone(), out, stride),
+            _ => p.run::<2, 4, K>(rows.clone(), out, stride),
+        }
+        b0 += n;
     }
 }
 
-/// Activation rows `b0 .. b0 + N`, as slices of the side arrays.
-struct Rows<'a, const N: usize> {
-    qs: [&'a [Qs32]; N],
-    d: [&'a [f32]; N],
-    s: [&'a [f32]; N],
-    bias: [&'a [[i32; 8]]; N],
+/// One kernel call's weights and activation rows `b0 ..`.
+struct Pass<'a, W> {
+    blocks: &'a [W],
+    nb: usize,
+    acts: &'a Acts<'a>,
+    b0: usize,
 }
 
+impl<W> Pass<'_, W> {
+    /// Weight rows `rows` against activation rows `b0 .. b0 + N`, `R` weight rows at a time
+    /// (then one at a time for the rest); output `out[(r - rows.start) · stride + b]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run<const R: usize, const N: usize, K: Kind<W = W>>(
+        &self,
+        rows: Range<usize>,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let y = Rows::<N>::new::<K>(self.acts, self.b0);
+        let row = |r: usize| self.blocks.as_ptr().add(r * self.nb);
+        let mut r = rows.start;
+        let mut o = 0;
+        while r + R <= rows.end {
+            let v = dot::<R, N, K>(std::array::from_fn(|i| row(r + i)), &y, self.nb);
+            for (i, v) in v.iter().enumerate() {
+                out[o + i * stride..][..N].copy_from_slice(v);
+            }
+            r += R;
+            o += R * stride;
+        }
+        while r < rows.end {
+            let [v] = dot::<1, N, K>([row(r)], &y, self.nb);
+            out[o..][..N].copy_from_slice(&v);
+            r += 1;
+            o += stride;
+        }
+    }
+}
+
+/// Activation rows `b0 .. b0 + N`: pointers to their side arrays (`nb` blocks each, lengths
+/// checked by `rows_impl`).
+struct Rows<const N: usize> {
+    qs: [*const Qs32; N],
+    d: [*const f32; N],
+    s: [*const f32; N],
+    bias: [*const [i32; 8]; N],
+}
+
+impl<const N: usize> Rows<N> {
+    fn new<K: Kind>(acts: &Acts, b0: usize) -> Self {
+        let none = std::ptr::null();
+        Rows {
+            qs: std::array::from_fn(|k| acts.qs_row(b0 + k).as_ptr()),
+            d: std::array::from_fn(|k| acts.d_row(b0 + k).as_ptr()),
+            s: std::array::from_fn(|k| match K::M {
+                Some(_) => acts.s_row(b0 + k).as_ptr(),
+                None => none,
+            }),
+            bias: std::array::from_fn(|k| match K::BIAS {
+                Some(_) => acts.bias_row(b0 + k).as_ptr(),
+                None => std::ptr::null(),
+            }),
+        }
+    }
+}
+
+/// Bytes (at least) that the weight streams are prefetched ahead.
+const PREFETCH: usize = 4096;
+
+/// Prefetches (into L1) `lines` cache lines from `p`; never faults, even past the end.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot<const N: usize, K: Kind>(w: &[K::W], acts: &Acts, b0: usize) -> [f32; N] {
-    let nb = w.len();
-    let mut y = Rows::<N> {
-        qs: [&[]; N],
-        d: [&[]; N],
-        s: [&[]; N],
-        bias: [&[]; N],
-    };
-    for k in 0..N {
-        y.qs[k] = acts.qs_row(b0 + k);
-        y.d[k] = acts.d_row(b0 + k);
-        // The unchecked reads below rely on these lengths.
-        assert!(y.qs[k].len() == nb && y.d[k].len() == nb);
-        if K::M.is_some() {
-            y.s[k] = acts.s_row(b0 + k);
-            assert_eq!(y.s[k].len(), nb);
-        }
-        if K::BIAS.is_some() {
-            y.bias[k] = acts.bias_row(b0 + k);
-            assert_eq!(y.bias[k].len(), nb);
-        }
+unsafe fn prefetch(p: *const u8, lines: usize) {
+    for l in 0..lines {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l).cast());
     }
-    // Indexed only by the unrolled `k`, so they stay in registers.
-    let mut acc0 = [_mm256_setzero_ps(); N];
-    let mut acc1 = [_mm256_setzero_ps(); N];
-    let mut macc = [_mm256_setzero_ps(); N];
+}
+
+/// Cache lines of weights a row streams per group of 8 blocks.
+const fn group_lines<W>() -> usize {
+    (8 * size_of::<W>()).div_ceil(64)
+}
+
+/// R weight rows (`nb` blocks each from `w[r]`) against N activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot<const R: usize, const N: usize, K: Kind>(
+    w: [*const K::W; R],
+    y: &Rows<N>,
+    nb: usize,
+) -> [[f32; N]; R] {
+    // Two accumulator sets (even/odd blocks) only while R · N chains are too few to hide
+    // the FMA latency; indexed only by the unrolled `r`, `k`, so they stay in registers.
+    let two = R * N < 4;
+    let mut acc0 = [[_mm256_setzero_ps(); N]; R];
+    let mut acc1 = [[_mm256_setzero_ps(); N]; R];
+    let mut macc = [[_mm256_setzero_ps(); N]; R];
+    // Each row prefetches the same columns whole passes (of R rows) ahead: never inside
+    // the rows being read now, however long they are, and at least PREFETCH bytes ahead.
+    let pass = R * nb * size_of::<K::W>();
+    let ahead = pass * PREFETCH.div_ceil(pass.max(1));
     let mut i = 0;
     while i < nb {
         let g = (nb - i).min(8);
-        let base = w.as_ptr().add(i).cast::<u8>();
-        prefetch_ahead(base, 3);
-        let dw = f16x8(base.add(K::D), size_of::<K::W>(), g);
-        let mut sc = [[0f32; 8]; N];
-        for k in 0..N {
-            let dy = f32x8(y.d[k].get_unchecked(i..i + g));
-            _mm256_storeu_ps(sc[k].as_mut_ptr(), _mm256_mul_ps(dw, dy));
+        let mut sc = [[[0f32; 8]; N]; R];
+        let dy: [__m256; N] =
+            std::array::from_fn(|k| f32x8(std::slice::from_raw_parts(y.d[k].add(i), g)));
+        for r in 0..R {
+            let base = w[r].add(i).cast::<u8>();
+            prefetch(base.wrapping_add(ahead), group_lines::<K::W>());
+            let dw = f16x8(base.add(K::D), size_of::<K::W>(), g);
+            for k in 0..N {
+                _mm256_storeu_ps(sc[r][k].as_mut_ptr(), _mm256_mul_ps(dw, dy[k]));
+            }
         }
         if let Some(m) = K::M {
             // Σ m_w · s_y for the group, with zero lanes past `g`.
-            let mw = f16x8(base.add(m), size_of::<K::W>(), g);
-            for k in 0..N {
-                macc[k] = _mm256_fmadd_ps(mw, f32x8(y.s[k].get_unchecked(i..i + g)), macc[k]);
+            let sy: [__m256; N] =
+                std::array::from_fn(|k| f32x8(std::slice::from_raw_parts(y.s[k].add(i), g)));
+            for r in 0..R {
+                let mw = f16x8(w[r].add(i).cast::<u8>().add(m), size_of::<K::W>(), g);
+                for k in 0..N {
+                    macc[r][k] = _mm256_fmadd_ps(mw, sy[k], macc[r][k]);
+                }
             }
         }
         let mut j = 0;
         while j + 2 <= g {
-            block::<N, K>(w, &y, &sc, i, j, &mut acc0);
-            block::<N, K>(w, &y, &sc, i, j + 1, &mut acc1);
+            block::<R, N, K>(&w, y, &sc, i, j, &mut acc0);
+            block::<R, N, K>(
+                &w,
+                y,
+                &sc,
+                i,
+                j + 1,
+                if two { &mut acc1 } else { &mut acc0 },
+            );
             j += 2;
         }
         if j < g {
-            block::<N, K>(w, &y, &sc, i, j, &mut acc0);
+            block::<R, N, K>(&w, y, &sc, i, j, &mut acc0);
         }
         i += g;
     }
     let hi = _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, K::HI, K::HI, K::HI, K::HI);
-    let mut out = [0f32; N];
-    for k in 0..N {
-        out[k] = hsum(_mm256_mul_ps(_mm256_add_ps(acc0[k], acc1[k]), hi)) + hsum(macc[k]);
+    let mut v = [[_mm256_setzero_ps(); N]; R];
+    for r in 0..R {
+        for k in 0..N {
+            let a = if two {
+                _mm256_add_ps(acc0[r][k], acc1[r][k])
+            } else {
+                acc0[r][k]
+            };
+            v[r][k] = if K::M.is_some() {
+                _mm256_fmadd_ps(a, hi, macc[r][k])
+            } else {
+                _mm256_mul_ps(a, hi)
+            };
+        }
+    }
+    let mut out = [[0f32; N]; R];
+    let mut r = 0;
+    while r + 4 <= R {
+        for k in 0..N {
+            let s = hsum4(v[r][k], v[r + 1][k], v[r + 2][k], v[r + 3][k]);
+            let mut t = [0f32; 4];
+            _mm_storeu_ps(t.as_mut_ptr(), s);
+            for q in 0..4 {
+                out[r + q][k] = t[q];
+            }
+        }
+        r += 4;
+    }
+    while r < R {
+        for k in 0..N {
+            out[r][k] = hsum(v[r][k]);
+        }
+        r += 1;
     }
     out
 }
 
-/// Block `i + j` against the N activation rows, scales from `sc[k][j]`.
+/// The lane sums of 4 vectors, transposed and added together.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block<const N: usize, K: Kind>(
-    w: &[K::W],
+unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    let s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1))
+}
+
+/// Block `i + j` of the R weight rows against the N activation rows, scales from
+/// `sc[r][k][j]`: the activation quants and bias lanes are loaded once for all R rows, each
+/// weight block is unpacked once for all N.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block<const R: usize, const N: usize, K: Kind>(
+    w: &[*const K::W; R],
     y: &Rows<N>,
-    sc: &[[f32; 8]; N],
+    sc: &[[[f32; 8]; N]; R],
     i: usize,
     j: usize,
-    acc: &mut [__m256; N],
+    acc: &mut [[__m256; N]; R],
 ) {
     let b = i + j;
-    let wq = K::unpack(w.get_unchecked(b));
-    for k in 0..N {
-        let yq = _mm256_load_si256(y.qs[k].get_unchecked(b).0.as_ptr().cast());
-        let bias = if K::BIAS.is_some() {
-            _mm256_loadu_si256(y.bias[k].get_unchecked(b).as_ptr().cast())
+    let yq: [__m256i; N] = std::array::from_fn(|k| _mm256_load_si256(y.qs[k].add(b).cast()));
+    let bias: [__m256i; N] = std::array::from_fn(|k| {
+        if K::BIAS.is_some() {
+            _mm256_loadu_si256(y.bias[k].add(b).cast())
         } else {
             _mm256_setzero_si256()
-        };
-        let p = K::dot(&wq, yq, bias);
-        let scale = _mm256_set1_ps(*sc[k].get_unchecked(j));
-        acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc[k]);
+        }
+    });
+    for r in 0..R {
+        let wq = K::unpack(&*w[r].add(b));
+        for k in 0..N {
+            let p = K::dot(&wq, yq[k], bias[k]);
+            let scale = _mm256_set1_ps(*sc[r][k].get_unchecked(j));
+            acc[r][k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc[r][k]);
+        }
     }
 }
 
