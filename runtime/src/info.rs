@@ -25,6 +25,12 @@ pub fn describe(file: &GgufFile, name: &str) -> String {
         };
         let _ = writeln!(s, "  {k} = {shown}");
     }
+    let recommended = match crate::model::sampling_of(file) {
+        Ok(r) if r.is_empty() => "none (without flags: temperature 1, top-k 0, top-p 1, cfg 1)".to_string(),
+        Ok(r) => format!("{} (used where no flag is given)", r.resolve(None, None, None, None).from_file.join(", ")),
+        Err(e) => format!("invalid: {e} (sampling refuses this file)"),
+    };
+    let _ = writeln!(s, "\nrecommended sampling: {recommended}");
     let _ = writeln!(s, "\ntensors:");
     let _ = writeln!(s, "  {:<36} {:>16} {:>6} {:>10}", "name", "dims (ne0..)", "type", "bytes");
     let mut total = 0;

@@ -1,6 +1,11 @@
 //! eostok-run through the real binary: PNG files decoded back, seeds,
-//! prefixes, progressive output, token files, bad input.
+//! prefixes, progressive output, token files, the file's recommended
+//! sampling, bad input.
 
+mod common;
+
+use common::gguf_writer::GgufWriter;
+use eostok_runtime::gguf::{GgufFile, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -39,12 +44,39 @@ fn png_size(p: &Path) -> (u32, u32) {
     (img.width(), img.height())
 }
 
+fn bundled_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/default.gguf")
+}
+
 /// The bundled model written out as a file, so the file path is tested too.
 fn model_file(dir: &Path) -> String {
     let out = dir.join("model.gguf");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/default.gguf"), &out).unwrap();
+    std::fs::copy(bundled_path(), &out).unwrap();
     out.to_string_lossy().into_owned()
 }
+
+/// The bundled model rewritten as `dir/name` with the same tensors and its
+/// metadata passed through `edit` (None drops a key), then `extra` appended.
+fn rewritten(dir: &Path, name: &str, edit: impl Fn(&str, &Value) -> Option<Value>, extra: &[(&str, Value)]) -> String {
+    let src = GgufFile::open(bundled_path()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata().iter() {
+        if let Some(v) = edit(k, v) {
+            w = w.kv(k, v);
+        }
+    }
+    for (k, v) in extra {
+        w = w.kv(k, v.clone());
+    }
+    for t in src.tensors() {
+        w = w.tensor(&t.name, &t.dims, t.ggml_type, src.tensor(&t.name).unwrap().data.to_vec());
+    }
+    let out = dir.join(name);
+    std::fs::write(&out, w.build().bytes).unwrap();
+    out.to_string_lossy().into_owned()
+}
+
+const RECOMMENDED: &str = "eostok.sampling.";
 
 #[test]
 fn same_seed_same_png_other_seed_other_png() {
@@ -68,18 +100,18 @@ fn batches_prefixes_and_progressive_output() {
     // 4 images -> a 2x2 grid with 2 px gaps.
     ok(&run(&[&m, "-n", "4", "-o", &p("grid.png")]));
     assert_eq!(png_size(Path::new(&p("grid.png"))), (66, 66));
-    // --tokens 4 decodes a prefix; --progressive writes K = 1, 2, 4, 8, 16.
+    // --tokens 4 decodes a prefix; --progressive writes K = 1, 2, 4, 8, 16, 32.
     let o = run(&[&m, "--tokens", "4", "--progressive", "-o", &p("x.png")]);
     ok(&o);
     let listed: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
-    assert_eq!(listed.len(), 6, "{listed:?}");
-    for k in ["001", "002", "004", "008", "016"] {
+    assert_eq!(listed.len(), 7, "{listed:?}");
+    for k in ["001", "002", "004", "008", "016", "032"] {
         let f = p(&format!("x-k{k}.png"));
         assert_eq!(png_size(Path::new(&f)), (32, 32), "{f}");
     }
     // Prefix images differ from each other (coarse to fine).
     let a = image::open(p("x-k001.png")).unwrap().to_rgb8().into_raw();
-    let b = image::open(p("x-k016.png")).unwrap().to_rgb8().into_raw();
+    let b = image::open(p("x-k032.png")).unwrap().to_rgb8().into_raw();
     assert_ne!(a, b);
 }
 
@@ -91,7 +123,7 @@ fn tokens_out_then_from_tokens_reproduces_the_image() {
     ok(&run(&[&m, "--seed", "3", "-n", "2", "--tokens-out", &p("t.json"), "-o", &p("a.png")]));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("t.json")).unwrap()).unwrap();
     assert_eq!(v["tokens"].as_array().unwrap().len(), 2);
-    assert_eq!(v["tokens"][0].as_array().unwrap().len(), 16);
+    assert_eq!(v["tokens"][0].as_array().unwrap().len(), 32);
     ok(&run(&[&m, "--from-tokens", &p("t.json"), "-o", &p("b.png")]));
     assert_eq!(std::fs::read(p("a.png")).unwrap(), std::fs::read(p("b.png")).unwrap());
     // Greedy is deterministic whatever the seed.
@@ -105,9 +137,87 @@ fn info_names_kernels_and_tensors() {
     let o = run(&["--info"]);
     ok(&o);
     let s = String::from_utf8_lossy(&o.stdout);
-    for needle in ["general.architecture", "eostok.class_names", "dec.pixel_out.weight", "cpu features", "q4_0"] {
+    for needle in ["general.architecture", "eostok.class_names", "dec.pixel_out.weight", "cpu features", "q4_0", "recommended sampling: cfg 1.5"] {
         assert!(s.contains(needle), "{needle} missing from --info");
     }
+}
+
+/// The bundled model recommends cfg 1.5 (`eostok.sampling.cfg_scale`): with
+/// no flag it samples exactly as with `--cfg 1.5` and says so on stderr; a
+/// flag overrides it; without the key the default is cfg 1.
+#[test]
+fn recommended_sampling_is_the_default_and_a_flag_overrides_it() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+    let m = model_file(d.path());
+    let sample = |model: &str, flags: &[&str], out: &str| -> (Vec<u8>, String) {
+        let mut args = vec![model, "--class", "7", "--seed", "3", "-n", "2", "-o", out];
+        args.extend_from_slice(flags);
+        let o = run(&args);
+        ok(&o);
+        (std::fs::read(out).unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (from_file, note) = sample(&m, &[], &p("file.png"));
+    assert!(note.contains("recommended cfg 1.5") && note.contains("flags override"), "{note}");
+    let (explicit, note) = sample(&m, &["--cfg", "1.5"], &p("explicit.png"));
+    assert!(!note.contains("recommended"), "{note}");
+    assert_eq!(from_file, explicit, "no flag = the file's cfg 1.5");
+    let (unguided, _) = sample(&m, &["--cfg", "1"], &p("unguided.png"));
+    let pixels = |png: &[u8]| image::load_from_memory(png).unwrap().to_rgb8().into_raw();
+    assert_ne!(pixels(&from_file), pixels(&unguided), "--cfg 1 must override the file's 1.5");
+    // Other flags leave the file's cfg in place, and are not reported as from the file.
+    let (mixed, note) = sample(&m, &["--top-k", "0"], &p("mixed.png"));
+    assert_eq!(mixed, from_file);
+    assert!(note.contains("recommended cfg 1.5") && !note.contains("top-k"), "{note}");
+
+    // The same tensors without the recommendation: cfg 1, as the flag gave above.
+    let bare = rewritten(d.path(), "bare.gguf", |k, v| (!k.starts_with(RECOMMENDED)).then(|| v.clone()), &[]);
+    let (plain, note) = sample(&bare, &[], &p("bare.png"));
+    assert!(!note.contains("recommended"), "{note}");
+    assert_eq!(pixels(&plain), pixels(&unguided));
+    let o = run(&[&bare, "--info"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("recommended sampling: none"));
+    // A file recommending more: all its settings used and named.
+    let more = rewritten(d.path(), "more.gguf", |k, v| (!k.starts_with(RECOMMENDED)).then(|| v.clone()), &[
+        ("eostok.sampling.temperature", Value::F32(0.9)),
+        ("eostok.sampling.top_k", Value::U32(50)),
+        ("eostok.sampling.cfg_scale", Value::F32(1.5)),
+    ]);
+    let (a, note) = sample(&more, &[], &p("more.png"));
+    assert!(note.contains("recommended temperature 0.9, top-k 50, cfg 1.5"), "{note}");
+    let (b, _) = sample(&m, &["--temperature", "0.9", "--top-k", "50"], &p("more-flags.png"));
+    assert_eq!(pixels(&a), pixels(&b), "the file's 0.9 (f32) samples as --temperature 0.9");
+}
+
+/// Recommended sampling out of range or of the wrong type: exit 2, one line
+/// naming the key, no image; `--info` still describes the file.
+#[test]
+fn hostile_recommended_sampling_is_refused_naming_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("a.png");
+    for (key, value, why) in [
+        ("eostok.sampling.top_p", Value::F32(0.0), "out of range (must be in (0, 1])"),
+        ("eostok.sampling.top_p", Value::F32(f32::NAN), "out of range"),
+        ("eostok.sampling.temperature", Value::F32(-1.0), "out of range (must be finite and >= 0)"),
+        ("eostok.sampling.cfg_scale", Value::F32(f32::INFINITY), "out of range"),
+        ("eostok.sampling.cfg_scale", Value::String("1.5".into()), "wrong type"),
+        ("eostok.sampling.top_k", Value::I32(-1), "wrong type"),
+        ("eostok.sampling.top_k", Value::U64(1 << 40), "out of range"),
+    ] {
+        let f = rewritten(d.path(), "hostile.gguf", |k, v| (k != key).then(|| v.clone()), &[(key, value.clone())]);
+        let o = run(&[&f, "-o", out.to_str().unwrap()]);
+        bad(&o, &format!("metadata key '{key}'"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(why) && err.contains("hostile.gguf"), "{key} = {value:?}: {err}");
+        // A flag for the key does not make the file acceptable: it is refused as a whole.
+        bad(&run(&[&f, "--top-p", "1", "--cfg", "1", "--temperature", "1", "--top-k", "0", "-o", out.to_str().unwrap()]), key);
+        let o = run(&[&f, "--info"]);
+        ok(&o);
+        let info = String::from_utf8_lossy(&o.stdout);
+        assert!(info.contains("recommended sampling: invalid") && info.contains(key), "{info}");
+    }
+    assert!(!out.exists(), "no image is written on bad input");
 }
 
 #[test]
@@ -118,7 +228,7 @@ fn bad_input_is_one_line_and_exit_2() {
     bad(&run(&[&m, "--class", "sneakr", "-o", &p("a.png")]), "unknown class");
     bad(&run(&[&m, "--class", "99", "-o", &p("a.png")]), "outside");
     bad(&run(&[&m, "--tokens", "0", "-o", &p("a.png")]), "--tokens");
-    bad(&run(&[&m, "--tokens", "17", "-o", &p("a.png")]), "--tokens");
+    bad(&run(&[&m, "--tokens", "33", "-o", &p("a.png")]), "--tokens");
     bad(&run(&[&m, "-o", d.path().to_str().unwrap()]), "is a directory");
     bad(&run(&[&m, "-o", &p("no/such/dir/a.png")]), "does not exist");
     bad(&run(&[&m, "-n", "0", "-o", &p("a.png")]), "--num-images");
@@ -287,5 +397,5 @@ fn cuda_device_writes_the_cpu_paths_image() {
     ok(&run(&[&m, "--device", "cuda:0", "--seed", "5", "-n", "2", "--progressive", "--tokens-out", &p("g1.json"), "-o", &p("g1.png")]));
     ok(&run(&[&m, "--device", "cuda:0", "--seed", "5", "-n", "2", "--tokens-out", &p("g2.json"), "-o", &p("g2.png")]));
     assert_eq!(std::fs::read(p("g1.json")).unwrap(), std::fs::read(p("g2.json")).unwrap(), "same seed, same GPU tokens");
-    assert!(Path::new(&p("g1-k001.png")).exists() && Path::new(&p("g1-k016.png")).exists());
+    assert!(Path::new(&p("g1-k001.png")).exists() && Path::new(&p("g1-k032.png")).exists());
 }

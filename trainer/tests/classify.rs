@@ -39,7 +39,8 @@ fn classifier_trains_on_fixtures_and_labels_images() {
     assert_eq!(r["schema"], "eostok-eval/classify/1");
     let mut keys: Vec<_> = r.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["accuracy", "class_names", "classifier_test_accuracy", "confusion", "counts", "min_class_accuracy", "per_class", "schema", "source"]);
+    assert_eq!(keys, ["accuracy", "class_names", "classifier_test_accuracy", "confusion", "counts", "min_class_accuracy", "per_class", "sampling", "schema", "source"]);
+    assert!(r["sampling"].is_null(), "a dataset is not sampled: {}", r["sampling"]);
     let counts: Vec<u64> = r["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
     assert_eq!(counts.len(), 10);
     assert!(counts.iter().all(|&c| c == 3), "{counts:?}");
@@ -53,9 +54,22 @@ fn classifier_trains_on_fixtures_and_labels_images() {
     for row in r["confusion"].as_array().unwrap() {
         assert_eq!(row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 2);
     }
+    // Sampled with the file's recommended cfg 1.5, and the JSON says so.
+    assert_eq!(
+        r["sampling"],
+        serde_json::json!({"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg": 1.5, "from_file": ["cfg 1.5"]})
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("recommended cfg 1.5"));
+    // The same with the flag: the same images, so the same confusion; a flag overrides the file.
+    let same = json(&eval(&["classify", model.to_str().unwrap(), "-n", "2", "--cfg", "1.5", "--classifier", stem.to_str().unwrap(), "--json", "-q"]));
+    assert_eq!(same["confusion"], r["confusion"]);
+    assert_eq!(same["sampling"]["from_file"], serde_json::json!([]));
+    let unguided = json(&eval(&["classify", model.to_str().unwrap(), "-n", "2", "--cfg", "1", "--top-k", "50", "--classifier", stem.to_str().unwrap(), "--json", "-q"]));
+    assert_eq!(unguided["sampling"], serde_json::json!({"temperature": 1.0, "top_k": 50, "top_p": 1.0, "cfg": 1.0, "from_file": []}));
     let text = eval(&["classify", model.to_str().unwrap(), "-n", "1", "--classifier", stem.to_str().unwrap(), "-q"]);
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.contains("sneaker") && text.contains("lowest class accuracy"), "{text}");
+    assert!(text.contains("sampling: temperature 1, top-k 0, top-p 1, cfg 1.5 (cfg 1.5 from the file's recommendation)"), "{text}");
 }
 
 #[test]

@@ -211,7 +211,9 @@ fn fd_cli_fixture_against_the_bundled_model() {
     assert_eq!(v["image_size"], 32);
     assert_eq!((v["real"]["n"].as_u64(), v["fake"]["n"].as_u64()), (Some(16), Some(12)));
     assert_eq!(keys(&v["real"]), ["describe", "kind", "n", "source"]);
-    assert_eq!(keys(&v["sampling"]), ["batch", "cfg", "temperature", "top_k", "top_p"]);
+    assert_eq!(keys(&v["sampling"]), ["batch", "cfg", "from_file", "temperature", "top_k", "top_p"]);
+    // The bundled model recommends cfg 1.5 and no flag says otherwise.
+    assert_eq!((v["sampling"]["cfg"].as_f64(), v["sampling"]["from_file"].clone()), (Some(1.5), serde_json::json!(["cfg 1.5"])));
     assert_eq!(keys(&v["seconds"]), ["fake", "metrics", "real", "total"]);
     assert_eq!(v["fake"]["kind"], "gguf");
     let m = &v["metrics"][0];

@@ -6,12 +6,11 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use eostok_models::exit::{self, bad_input, BadInputExt};
-use eostok_models::sampling::TokenSampling;
 use eostok_models::{Config, DeviceSpec};
 use eostok_runtime::generate::{generate, GenerateOptions};
 use eostok_runtime::gguf::GgufFile;
 use eostok_runtime::image_out::{grid, save_png, to_rgb8};
-use eostok_runtime::model::{class_id, Model};
+use eostok_runtime::model::{class_id, sampling_of, Model};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,7 +20,7 @@ use std::time::Instant;
     name = "eostok-run",
     version,
     about = "Generate images with an EOSTok model (GGUF) on the CPU (or a GPU: --device)",
-    long_about = "Generate class-conditional images with an EOSTok model: the AR transformer samples 1D tokens with a KV cache, the decoder turns them into pixels. With no MODEL the bundled default model is used (when built with the `bundled-model` feature). The CPU path uses the runtime's own kernels on the file's weights as stored; --device cuda:N / metal:N (a build with --features cuda / metal) runs the same file through candle on a GPU, weights dequantized to f32 on load."
+    long_about = "Generate class-conditional images with an EOSTok model: the AR transformer samples 1D tokens with a KV cache, the decoder turns them into pixels. With no MODEL the bundled default model is used (when built with the `bundled-model` feature). A model file may recommend sampling settings (eostok.sampling.*, shown by --info): each of --temperature, --top-k, --top-p and --cfg not given takes the file's value, else its own default, and a line on stderr says which came from the file. The CPU path uses the runtime's own kernels on the file's weights as stored; --device cuda:N / metal:N (a build with --features cuda / metal) runs the same file through candle on a GPU, weights dequantized to f32 on load."
 )]
 struct Cli {
     /// GGUF model file (default: the bundled model).
@@ -35,18 +34,18 @@ struct Cli {
     /// Random seed: the same seed and file give the same PNG.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Keep only the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Nucleus sampling: smallest set with this probability mass (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    /// Classifier-free guidance scale (1 = off; conditional and null-class rows run batched).
-    #[arg(long = "cfg", default_value_t = 1.0)]
-    cfg_scale: f32,
+    /// Sampling temperature; 0 = greedy [default: the file's recommendation, else 1].
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Keep only the k most likely tokens; 0 = off [default: the file's recommendation, else 0].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling: smallest set with this probability mass; 1 = off [default: the file's recommendation, else 1].
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Classifier-free guidance scale; 1 = off, conditional and null-class rows run batched [default: the file's recommendation, else 1].
+    #[arg(long = "cfg")]
+    cfg_scale: Option<f32>,
     /// Number of images (of the same class), batched.
     #[arg(short, long, default_value_t = 1)]
     num_images: usize,
@@ -213,7 +212,11 @@ fn run(cli: Cli) -> Result<()> {
     if cli.num_images == 0 || cli.num_images > 4096 {
         return Err(bad_input(format!("--num-images {} is outside 1..=4096", cli.num_images)));
     }
-    if !(cli.temperature >= 0.0 && cli.top_p > 0.0 && cli.top_p <= 1.0 && cli.cfg_scale.is_finite()) {
+    // Flags first, then the file's recommendation (validated when read), then the defaults.
+    let recommended = sampling_of(&file).map_err(|e| bad_input(format!("{name}: {e}")))?;
+    let choice = recommended.resolve(cli.temperature, cli.top_k, cli.top_p, cli.cfg_scale);
+    let (sampling, cfg_scale) = (choice.sampling, choice.cfg_scale);
+    if !(sampling.temperature >= 0.0 && sampling.top_p > 0.0 && sampling.top_p <= 1.0 && cfg_scale.is_finite()) {
         return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
     }
     check_output(&cli.output)?;
@@ -234,12 +237,12 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 vec![class_id(&cfg, &cli.class)?; cli.num_images]
             };
-            check_memory(&engine, classes.len(), cli.cfg_scale != 1.0)?;
-            let opts = GenerateOptions {
-                sampling: TokenSampling { temperature: cli.temperature, top_k: cli.top_k, top_p: cli.top_p },
-                cfg_scale: cli.cfg_scale,
-                seed: cli.seed,
-            };
+            check_memory(&engine, classes.len(), cfg_scale != 1.0)?;
+            if !choice.from_file.is_empty() {
+                // So that a user knows why the defaults were not used.
+                eprintln!("{name}: sampling with the file's recommended {} (flags override)", choice.from_file.join(", "));
+            }
+            let opts = GenerateOptions { sampling, cfg_scale, seed: cli.seed };
             // Sampling stops at the last token that will be decoded.
             let needed = if cli.progressive { l } else { k };
             let bar = match engine {

@@ -6,13 +6,12 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use eostok_models::exit::{self, bad_input};
 use eostok_models::nets::LpipsNet;
-use eostok_models::sampling::TokenSampling;
 use eostok_models::DeviceSpec;
 use eostok_train::eval::classify::{classify, classify_text, train_classifier, ClassifyArgs, TrainClassifierArgs, CLASSIFIER_STEM};
 use eostok_train::eval::fd_cmd::{fd_text, run_fd, FdArgs};
 use eostok_train::eval::features::FeatureNet;
 use eostok_train::eval::recon::{recon_text, run_recon, ReconArgs};
-use eostok_train::eval::sources::SampleSettings;
+use eostok_train::eval::sources::SamplingFlags;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -90,30 +89,30 @@ struct ClassifyCli {
     quiet: bool,
 }
 
-/// How model sources sample (shared by `fd` and `classify`).
+/// How model sources sample (shared by `fd` and `classify`): each flag not
+/// given takes the model file's recommendation (eostok.sampling.*), else its default.
 #[derive(clap::Args)]
 struct SamplingCli {
-    /// Sampling temperature for model sources (0 = greedy).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Top-k for model sources (0 = off).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Top-p for model sources (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    /// Classifier-free guidance scale for model sources (1 = off).
-    #[arg(long = "cfg", default_value_t = 1.0)]
-    cfg_scale: f32,
+    /// Sampling temperature for model sources; 0 = greedy [default: the model file's recommendation, else 1].
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Top-k for model sources; 0 = off [default: the model file's recommendation, else 0].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Top-p for model sources; 1 = off [default: the model file's recommendation, else 1].
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Classifier-free guidance scale for model sources; 1 = off [default: the model file's recommendation, else 1].
+    #[arg(long = "cfg")]
+    cfg_scale: Option<f32>,
 }
 
 impl SamplingCli {
-    /// The checked settings (bad values: exit 2).
-    fn settings(&self) -> Result<SampleSettings> {
-        if !(self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0 && self.cfg_scale.is_finite()) {
-            return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
-        }
-        Ok(SampleSettings { sampling: TokenSampling { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p }, cfg_scale: self.cfg_scale })
+    /// The checked flags (bad values: exit 2).
+    fn flags(&self) -> Result<SamplingFlags> {
+        let f = SamplingFlags { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, cfg_scale: self.cfg_scale };
+        f.check()?;
+        Ok(f)
     }
 }
 
@@ -227,7 +226,7 @@ fn fd(c: FdCli) -> Result<()> {
         size: c.size,
         cache_dir: c.cache,
         no_cache: c.no_cache,
-        sample: c.sampling.settings()?,
+        sample: c.sampling.flags()?,
         effnet_weights: c.effnet_weights,
         dinov2_weights: c.dinov2_weights,
         inception_weights: c.inception_weights,
@@ -303,7 +302,7 @@ fn classify_cmd(c: ClassifyCli) -> Result<()> {
         source: c.source,
         per_class: c.n,
         seed: c.seed,
-        sample: c.sampling.settings()?,
+        sample: c.sampling.flags()?,
         classifier: c.classifier.unwrap_or_else(default_classifier),
         device: device_arg(&c.device)?,
         progress: !c.quiet,

@@ -12,7 +12,7 @@
 //! trained on, its test accuracy), both written atomically.
 
 use super::progress_bar;
-use super::sources::{SampleSettings, Source};
+use super::sources::{SampleSettings, SamplingFlags, SamplingUsed, Source};
 use crate::data::{resolve_data, Dataset};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -238,7 +238,8 @@ pub struct ClassifyArgs {
     /// Images per class.
     pub per_class: usize,
     pub seed: u64,
-    pub sample: SampleSettings,
+    /// Sampling of a model source: these flags, else the file's recommendation, else the defaults.
+    pub sample: SamplingFlags,
     pub classifier: PathBuf,
     /// Where the classifier runs (generation from a .gguf stays on the runtime's CPU path).
     pub device: DeviceSpec,
@@ -259,6 +260,9 @@ pub struct ClassifyResult {
     pub confusion: Vec<Vec<usize>>,
     pub accuracy: f64,
     pub min_class_accuracy: f64,
+    /// The settings a model source sampled with (`temperature`, `top_k`,
+    /// `top_p`, `cfg`, `from_file`: those taken from the file); null for datasets.
+    pub sampling: Option<SamplingUsed>,
 }
 
 pub fn classify(args: &ClassifyArgs) -> Result<ClassifyResult> {
@@ -274,13 +278,18 @@ pub fn classify(args: &ClassifyArgs) -> Result<ClassifyResult> {
     } else {
         return Err(bad_input(format!("{}: an unlabelled folder; classify needs a model or a labelled dataset", args.source)));
     }
+    let choice = if src.is_model() { Some(args.sample.resolve(&src.recommended_sampling()?)) } else { None };
+    let settings = choice.as_ref().map(SampleSettings::from).unwrap_or_default();
+    if let Some(c) = choice.as_ref().filter(|c| !c.from_file.is_empty()) {
+        eprintln!("{}: sampling with the file's recommended {} (flags override)", args.source, c.from_file.join(", "));
+    }
     // Per class, the same number of images; their true/requested labels.
     let plans = (0..nc as u32).map(|c| src.plan(args.per_class, Some(c), args.seed)).collect::<Result<Vec<_>>>()?;
     let bar = progress_bar(args.per_class * nc, "classify", args.progress);
     let mut confusion = vec![vec![0usize; nc]; nc];
     for (c, plan) in plans.iter().enumerate() {
         // Class c's images with a seed of their own, so classes don't share noise.
-        src.for_each_batch(plan, CLASSIFIER_SIZE, args.seed.wrapping_add(c as u64 * 1_000_003), &args.sample, &device, |batch| {
+        src.for_each_batch(plan, CLASSIFIER_SIZE, args.seed.wrapping_add(c as u64 * 1_000_003), &settings, &device, |batch| {
             let b = batch.dim(0)?;
             for p in clf.predict(&batch)? {
                 confusion[c][p as usize] += 1;
@@ -303,6 +312,7 @@ pub fn classify(args: &ClassifyArgs) -> Result<ClassifyResult> {
         per_class,
         counts,
         confusion,
+        sampling: choice.as_ref().map(SamplingUsed::from),
     })
 }
 
@@ -313,6 +323,9 @@ pub fn classify_text(r: &ClassifyResult) -> String {
         100.0 * r.accuracy,
         100.0 * r.classifier_test_accuracy
     );
+    if let Some(u) = &r.sampling {
+        s += &format!("sampling: {}\n", u.describe());
+    }
     s += &format!("{:>12} {:>6} {:>8}   most confused with\n", "class", "n", "accuracy");
     for (c, name) in r.class_names.iter().enumerate() {
         let other = (0..r.class_names.len()).filter(|&o| o != c).max_by_key(|&o| r.confusion[c][o]);

@@ -6,7 +6,7 @@ use super::cache::{self, CacheKey, CACHE_VERSION};
 use super::fd::{frechet_distance_auto, inception_score, precision_recall, Stats};
 use super::features::{inception_not_implemented, Extractor, FeatureNet, FeatureSet};
 use super::progress_bar;
-use super::sources::{Plan, SampleSettings, Source};
+use super::sources::{Plan, SampleSettings, SamplingFlags, SamplingUsed, Source};
 use anyhow::Result;
 use candle_core::Device;
 use eostok_models::exit::bad_input;
@@ -35,7 +35,9 @@ pub struct FdArgs {
     pub size: Option<usize>,
     pub cache_dir: Option<PathBuf>,
     pub no_cache: bool,
-    pub sample: SampleSettings,
+    /// Sampling of model sources: these flags, else the recommendation of the
+    /// --fake model (else of a --real model), else the defaults; both sides alike.
+    pub sample: SamplingFlags,
     pub effnet_weights: Option<PathBuf>,
     pub dinov2_weights: Option<PathBuf>,
     pub inception_weights: Option<PathBuf>,
@@ -103,6 +105,13 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let real_plan = real.plan(n_real, real_class, a.seed)?;
     // Another shuffle for the fake side: the same dataset on both sides gives two different subsets.
     let fake_plan = fake.plan(a.n, fake_class, a.seed ^ FAKE_SUBSET_SALT)?;
+    // One setting for both sides, so the JSON's "sampling" is what every model source used.
+    let recommending = if fake.is_model() || !real.is_model() { &fake } else { &real };
+    let choice = a.sample.resolve(&recommending.recommended_sampling()?);
+    let sample = SampleSettings::from(&choice);
+    if !choice.from_file.is_empty() {
+        eprintln!("{}: sampling with the file's recommended {} (flags override)", recommending.spec, choice.from_file.join(", "));
+    }
     eprintln!("real: {} -> {} images at {size} px", real.describe(), real_plan.len());
     eprintln!("fake: {} -> {} images at {size} px", fake.describe(), fake_plan.len());
 
@@ -148,7 +157,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let missing: Vec<usize> = (0..extractors.len()).filter(|&i| real_stats[i].is_none()).collect();
     if !missing.is_empty() {
         let nets: Vec<&Extractor> = missing.iter().map(|&i| &extractors[i]).collect();
-        let sets = extract(&real, &real_plan, size, a.seed, &a.sample, &nets, "real", &dev, a.progress)?;
+        let sets = extract(&real, &real_plan, size, a.seed, &sample, &nets, "real", &dev, a.progress)?;
         for (&i, set) in missing.iter().zip(sets) {
             let net = extractors[i].net();
             let stats = Stats::from_features(&set.features, net.dim());
@@ -165,7 +174,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
 
     let t_fake = Instant::now();
     let nets: Vec<&Extractor> = extractors.iter().collect();
-    let fake_sets = extract(&fake, &fake_plan, size, a.seed, &a.sample, &nets, "fake", &dev, a.progress)?;
+    let fake_sets = extract(&fake, &fake_plan, size, a.seed, &sample, &nets, "fake", &dev, a.progress)?;
     let secs_fake = t_fake.elapsed().as_secs_f64();
 
     let t_metrics = Instant::now();
@@ -186,10 +195,8 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let secs_metrics = t_metrics.elapsed().as_secs_f64();
 
     let side = |s: &Source, plan: &Plan| json!({ "source": s.spec, "kind": s.kind_name(), "describe": s.describe(), "n": plan.len() });
-    let sampling = json!({
-        "temperature": a.sample.sampling.temperature, "top_k": a.sample.sampling.top_k,
-        "top_p": a.sample.sampling.top_p, "cfg": a.sample.cfg_scale, "batch": super::sources::GEN_BATCH,
-    });
+    let mut sampling = serde_json::to_value(SamplingUsed::from(&choice))?;
+    sampling["batch"] = json!(super::sources::GEN_BATCH);
     let metrics: Vec<Value> = results
         .iter()
         .map(|r| {

@@ -24,11 +24,12 @@ use crate::data::{epoch_order, prepare, resolve_data, to_chw_pm1, Dataset};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use eostok_models::exit::{bad_input, BadInputExt};
-use eostok_models::sampling::{SplitMix64, TokenSampling};
+use eostok_models::gguf_schema::SamplingRecommendation;
+use eostok_models::sampling::{SamplingChoice, SplitMix64, TokenSampling};
 use eostok_runtime::generate::{generate, GenerateOptions};
 use eostok_runtime::gguf::GgufFile;
 use eostok_runtime::image_out::to_rgb8;
-use eostok_runtime::model::Model;
+use eostok_runtime::model::{sampling_of, Model};
 use image::RgbImage;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,67 @@ pub struct SampleSettings {
 impl Default for SampleSettings {
     fn default() -> Self {
         SampleSettings { sampling: TokenSampling { temperature: 1.0, top_k: 0, top_p: 1.0 }, cfg_scale: 1.0 }
+    }
+}
+
+impl From<&SamplingChoice> for SampleSettings {
+    fn from(c: &SamplingChoice) -> Self {
+        SampleSettings { sampling: c.sampling, cfg_scale: c.cfg_scale }
+    }
+}
+
+/// The sampling flags as given (`None`: not given). A model source fills
+/// the rest from its file's recommended sampling (`eostok.sampling.*`),
+/// then from the defaults (temperature 1, top-k 0, top-p 1, cfg 1).
+#[derive(Debug, Clone, Default)]
+pub struct SamplingFlags {
+    pub temperature: Option<f64>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub cfg_scale: Option<f32>,
+}
+
+impl SamplingFlags {
+    /// The values given are in range (else exit 2).
+    pub fn check(&self) -> Result<()> {
+        let ok = self.temperature.is_none_or(|t| t >= 0.0) && self.top_p.is_none_or(|p| p > 0.0 && p <= 1.0) && self.cfg_scale.is_none_or(f32::is_finite);
+        if !ok {
+            return Err(bad_input("--temperature must be >= 0, --top-p in (0, 1], --cfg finite"));
+        }
+        Ok(())
+    }
+
+    /// The flags, else what `rec` recommends, else the defaults.
+    pub fn resolve(&self, rec: &SamplingRecommendation) -> SamplingChoice {
+        rec.resolve(self.temperature, self.top_k, self.top_p, self.cfg_scale)
+    }
+}
+
+/// The sampling settings a run used, as its output states them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SamplingUsed {
+    pub temperature: f64,
+    pub top_k: usize,
+    pub top_p: f64,
+    pub cfg: f32,
+    /// The settings taken from the file's recommendation, e.g. `["cfg 1.5"]`.
+    pub from_file: Vec<String>,
+}
+
+impl From<&SamplingChoice> for SamplingUsed {
+    fn from(c: &SamplingChoice) -> Self {
+        SamplingUsed { temperature: c.sampling.temperature, top_k: c.sampling.top_k, top_p: c.sampling.top_p, cfg: c.cfg_scale, from_file: c.from_file.clone() }
+    }
+}
+
+impl SamplingUsed {
+    /// One line for text output.
+    pub fn describe(&self) -> String {
+        let mut s = format!("temperature {}, top-k {}, top-p {}, cfg {}", self.temperature, self.top_k, self.top_p, self.cfg);
+        if !self.from_file.is_empty() {
+            s += &format!(" ({} from the file's recommendation)", self.from_file.join(", "));
+        }
+        s
     }
 }
 
@@ -120,6 +182,7 @@ impl Source {
             let f = GgufFile::open(p).bad_input(p.display())?;
             // Validate now, so a bad file fails before any work.
             Model::load(&f).map_err(|e| bad_input(format!("{}: {e}", p.display())))?;
+            sampling_of(&f).map_err(|e| bad_input(format!("{}: {e}", p.display())))?;
             SourceKind::Gguf(Box::new(f))
         } else if let Some(files) = p.is_dir().then(|| flat_images(p)).flatten() {
             SourceKind::Flat(files)
@@ -127,6 +190,15 @@ impl Source {
             SourceKind::Dataset(resolve_data(spec, None)?)
         };
         Ok(Source { spec: spec.to_string(), kind })
+    }
+
+    /// The sampling a model source's file recommends (checked; a bad value is
+    /// exit 2 naming the file and key); none for other sources.
+    pub fn recommended_sampling(&self) -> Result<SamplingRecommendation> {
+        match &self.kind {
+            SourceKind::Gguf(f) => sampling_of(f).map_err(|e| bad_input(format!("{}: {e}", self.spec))),
+            _ => Ok(SamplingRecommendation::default()),
+        }
     }
 
     /// `dataset`, `folder` or `gguf`.
