@@ -22,9 +22,12 @@ fn register_font() -> Result<()> {
     .map_err(|_| anyhow!("{path}: not a usable font"))
 }
 
+/// A bar series of the tokens chart: its legend, colour and value per row.
+type Series = (&'static str, RGBColor, fn(&VsRow) -> Option<Stats>);
+
 pub fn tokens_chart(path: &Path, rows: &[VsRow], threads: usize) -> Result<()> {
     register_font()?;
-    let series: [(&str, RGBColor, fn(&VsRow) -> Option<Stats>); 3] = [
+    let series: [Series; 3] = [
         ("eostok-run (ours)", RGBColor(31, 119, 180), |r| {
             Some(r.ours)
         }),

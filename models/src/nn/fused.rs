@@ -68,7 +68,7 @@ fn rows_partial_sums<T: Real>(rows: usize, width: usize, parts: usize, f: impl F
     let mut total = vec![T::zero(); parts * width];
     for p in &partials {
         for (t, v) in total.iter_mut().zip(p) {
-            *t = *t + *v;
+            *t += *v;
         }
     }
     total
@@ -169,10 +169,10 @@ fn softmax_fwd<T: Real>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape
             let mut sum = T::zero();
             for (o, &v) in orow.iter_mut().zip(xrow) {
                 *o = (v - max).exp();
-                sum = sum + *o;
+                sum += *o;
             }
             let inv = T::one() / sum;
-            orow.iter_mut().for_each(|o| *o = *o * inv);
+            orow.iter_mut().for_each(|o| *o *= inv);
         }
     });
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
@@ -284,8 +284,8 @@ fn norm_bwd<T: Real>(op: Norm, sx: &CpuStorage, lx: &Layout, sw: &CpuStorage, lw
             let (mut sum_gw, mut sum_gwx) = (T::zero(), T::zero());
             for i in 0..d {
                 let gw = grow[i] * w[i];
-                sum_gw = sum_gw + gw;
-                sum_gwx = sum_gwx + gw * (xrow[i] - mean) * rstd;
+                sum_gw += gw;
+                sum_gwx += gw * (xrow[i] - mean) * rstd;
             }
             let (mean_gw, mean_gwx) = (if op.centered { sum_gw / n } else { T::zero() }, sum_gwx / n);
             for i in 0..d {
@@ -299,8 +299,8 @@ fn norm_bwd<T: Real>(op: Norm, sx: &CpuStorage, lx: &Layout, sw: &CpuStorage, lw
             let (xrow, grow) = (&x[r * d..][..d], &g[r * d..][..d]);
             let (mean, rstd) = norm_stats(xrow, eps, op.centered);
             for i in 0..d {
-                acc[i] = acc[i] + grow[i] * (xrow[i] - mean) * rstd;
-                acc[d + i] = acc[d + i] + grow[i];
+                acc[i] += grow[i] * (xrow[i] - mean) * rstd;
+                acc[d + i] += grow[i];
             }
         }
     });

@@ -59,6 +59,7 @@ pub struct NetResult {
 }
 
 /// Features of a planned image set for several nets, in one image pass.
+#[allow(clippy::too_many_arguments)]
 fn extract(
     src: &Source,
     plan: &Plan,
