@@ -94,3 +94,43 @@ fn resume_stays_bit_exact_with_the_discriminator_and_accumulation() {
     assert!(recs.iter().filter(|r| r["step"].as_u64().unwrap() > 2).all(|r| r["gan_g"].is_number() && r["disc_hinge"].is_number()));
     assert!(recs.iter().filter(|r| r["step"].as_u64().unwrap() <= 2).all(|r| r.get("gan_g").is_none()), "GAN term before --gan-start");
 }
+
+/// `--apr-weight λ` scales the APR term in the total: three 1-step runs from the same seed
+/// log the same unweighted terms, and their totals differ by λ · apr_l2 (LPIPS off, so APR
+/// is its L2 part only). The weight is saved for resume, and bad values are refused.
+#[test]
+fn apr_weight_scales_the_apr_term_and_is_saved() {
+    let d = tempfile::tempdir().unwrap();
+    let first = |w: &str| {
+        let out = d.path().join(format!("apr-{w}"));
+        fit(&["--mode", "e2e", "--steps", "1", "--batch", "4", "--sample-every", "0", "--apr-weight", w, "--out", out.to_str().unwrap()]);
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["train"]["loss"]["apr"].as_f64().unwrap(), w.parse::<f64>().unwrap());
+        metrics(&out).remove(0)
+    };
+    let (r0, r1, rq) = (first("0"), first("1"), first("0.25"));
+    let apr = r1["apr_l2"].as_f64().unwrap();
+    assert!(apr > 0.0);
+    // λ = 0 skips the APR pass (as ntp-only does); the other terms are the same.
+    assert_eq!(rq["apr_l2"].as_f64().unwrap(), apr, "unweighted APR term differs between runs");
+    for key in ["l2", "ntp"] {
+        assert_eq!(r0[key], r1[key], "{key} differs between λ = 0 and 1 at step 1");
+    }
+    let (l0, l1, lq) = (r0["loss"].as_f64().unwrap(), r1["loss"].as_f64().unwrap(), rq["loss"].as_f64().unwrap());
+    assert!((l1 - l0 - apr).abs() < 1e-4 * (1.0 + l1.abs()), "λ=1: {l1} - {l0} != {apr}");
+    assert!((lq - l0 - 0.25 * apr).abs() < 1e-4 * (1.0 + lq.abs()), "λ=0.25: {lq} - {l0} != 0.25 · {apr}");
+    for bad in [vec!["--apr-weight=-1"], vec!["--apr-weight", "nan"], vec!["--resume", d.path().join("apr-1").to_str().unwrap(), "--apr-weight", "0.5"]] {
+        let out = d.path().join("bad");
+        let o = Command::new(env!("CARGO_BIN_EXE_eostok-train"))
+            .args(["fit", "--config", "tiny", "--quiet", "--lpips", "off", "--vfm", "off", "--steps", "2"])
+            .arg("--data")
+            .arg(fixture())
+            .args(&bad)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--apr-weight"), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}

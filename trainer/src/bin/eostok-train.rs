@@ -8,6 +8,7 @@ use eostok_models::exit::{self, BadInputExt};
 use eostok_models::nn::Eostok;
 use eostok_models::{param_counts, Config};
 use eostok_train::checkpoint;
+use eostok_train::joint::LossConfig;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -145,6 +146,10 @@ struct FitArgs {
     /// IBQ temperature τ of a fresh run (default: the config's; see `docs/tau.md`).
     #[arg(long)]
     tau: Option<f64>,
+    /// λ_APR of a fresh run: the weight of the APR loss (decoding the AR model's own
+    /// predictions back to pixels) in `--mode e2e`; 1 is the paper's. For ablations of it.
+    #[arg(long, default_value_t = 1.0)]
+    apr_weight: f64,
     /// Discriminator: patchgan (hinge GAN + LeCam, own Adam) or off.
     #[arg(long, value_parser = ["patchgan", "off"], default_value = "off")]
     disc: String,
@@ -229,6 +234,12 @@ fn fit(a: FitArgs) -> Result<()> {
             return Err(exit::bad_input("--tau applies to a fresh run; a resumed run keeps its config's τ"));
         }
     }
+    if !(a.apr_weight.is_finite() && a.apr_weight >= 0.0) {
+        return Err(exit::bad_input(format!("--apr-weight {}: must be a finite number >= 0", a.apr_weight)));
+    }
+    if a.resume.is_some() && a.apr_weight != 1.0 {
+        return Err(exit::bad_input("--apr-weight applies to a fresh run; a resumed run keeps its saved loss weights"));
+    }
     // Rank 0 owns the run directory (the others may see it filling up already).
     let lead = dist_env.as_ref().is_none_or(|d| d.rank == 0);
     if lead && a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
@@ -253,7 +264,7 @@ fn fit(a: FitArgs) -> Result<()> {
         keep: a.keep,
         log_every: a.log_every,
         sample_every: a.sample_every,
-        loss: Default::default(),
+        loss: LossConfig { apr: a.apr_weight, ..Default::default() },
         lpips: a.lpips,
         vfm: a.vfm,
         accum: a.accum,
