@@ -297,19 +297,8 @@ pub(super) mod avx2 {
 mod tests {
     // The random blocks feed the AVX2 comparison only.
     #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    use super::super::test_rng::Rng;
     use super::*;
-
-    /// SplitMix64.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-    }
 
     const TYPES: [GgmlType; 5] = [
         GgmlType::Q8_0,

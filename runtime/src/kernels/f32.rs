@@ -10,7 +10,7 @@ use std::ops::Range;
 pub(super) fn select() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
-        return Some(Kernel::simd("avx2+fma", avx2::rows).with_gemm(super::gemm::avx2::rows_f32));
+        return Some(Kernel::simd("avx2+fma", avx2::rows).with_gemm(super::gemm::rows_for::<super::gemm::avx2::Avx2>));
     }
     #[cfg(target_arch = "aarch64")]
     if let Some(k) = super::neon_float::select_f32() {
@@ -38,11 +38,7 @@ pub(super) fn rows_reference(
 /// Portable path: decode a slice of the row once (bytes may be unaligned in the mmap), then
 /// `wide` dots against every activation row.
 fn rows_wide(w: &Weight, acts: &Acts, rows: Range<usize>, out: &mut [f32], stride: usize) {
-    super::f16::rows_decoded(w, acts, rows, out, stride, |src, dst| {
-        for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
-            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-    });
+    super::f16::rows_decoded(w, acts, rows, out, stride, super::gemm::decode_f32);
 }
 
 #[cfg(target_arch = "x86_64")]

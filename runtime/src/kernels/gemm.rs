@@ -49,6 +49,7 @@
 
 use super::act::Acts;
 use super::Weight;
+use crate::quant::GgmlType;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -182,6 +183,21 @@ pub(super) trait Micro {
     /// Asks for the cache line at `p` in L2 (never faults); a no-op where not implemented.
     #[inline]
     fn prefetch(_p: *const u8) {}
+
+    /// This instruction set's decoder of `ty`'s weight bytes into the f32 panel.
+    fn decoder(ty: GgmlType) -> Decode;
+}
+
+/// The blocked kernel as a `RowsFn` for micro-kernel `M`: every weight type it takes (F32,
+/// F16, and the quantized ones via `dequant`) goes through [`rows`] with `M`'s decoder.
+pub(super) fn rows_for<M: Micro>(
+    w: &Weight,
+    acts: &Acts,
+    rows: Range<usize>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    self::rows::<M>(w, acts, rows, out, stride, M::decoder(w.ty));
 }
 
 /// Decodes one weight row slice (little-endian bytes, any alignment) into f32.
@@ -313,11 +329,9 @@ pub(super) fn rows<M: Micro>(
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
-    use super::{Micro, KC, NR};
-    use crate::kernels::act::Acts;
-    use crate::kernels::Weight;
+    use super::{Decode, Micro, KC, NR};
+    use crate::quant::GgmlType;
     use std::arch::x86_64::*;
-    use std::ops::Range;
 
     /// 6 weight rows × 16 lanes: 12 accumulators, 2 activation loads and 6 broadcasts per
     /// 12 FMAs, 15 of the 16 ymm registers.
@@ -347,6 +361,15 @@ pub(super) mod avx2 {
         fn prefetch(p: *const u8) {
             // SAFETY: SSE is baseline on x86_64; a prefetch never faults.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+        }
+
+        /// F16 through F16C; quantized types by the AVX2 decoders (`dequant::avx2`).
+        fn decoder(ty: GgmlType) -> Decode {
+            match ty {
+                GgmlType::F32 => super::decode_f32,
+                GgmlType::F16 => decode_f16,
+                _ => crate::kernels::dequant::avx2::decoder(ty),
+            }
         }
     }
 
@@ -433,48 +456,14 @@ pub(super) mod avx2 {
             dst[j] = super::super::x86::f16([src[2 * j], src[2 * j + 1]]);
         }
     }
-
-    pub(in crate::kernels) fn rows_f32(
-        w: &Weight,
-        acts: &Acts,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        super::rows::<Avx2>(w, acts, rows, out, stride, super::decode_f32);
-    }
-
-    pub(in crate::kernels) fn rows_f16(
-        w: &Weight,
-        acts: &Acts,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        super::rows::<Avx2>(w, acts, rows, out, stride, decode_f16);
-    }
-
-    /// Quantized weights, dequantized per block by the AVX2 decoders (`dequant::avx2`).
-    pub(in crate::kernels) fn rows_quantized(
-        w: &Weight,
-        acts: &Acts,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        let decode = crate::kernels::dequant::avx2::decoder(w.ty);
-        super::rows::<Avx2>(w, acts, rows, out, stride, decode);
-    }
 }
 
 #[cfg(target_arch = "aarch64")]
 pub(super) mod neon {
     use super::super::aarch64::{f16, f16x4, f16x4_high};
-    use super::{Micro, KC, NR};
-    use crate::kernels::act::Acts;
-    use crate::kernels::Weight;
+    use super::{Decode, Micro, KC, NR};
+    use crate::quant::GgmlType;
     use std::arch::aarch64::*;
-    use std::ops::Range;
 
     /// 6 weight rows × 16 lanes: 24 accumulators of 4 lanes, 4 activation loads and 6
     /// broadcast loads (`ld1r`) per 24 `fmla`, 29 of the 32 q registers.
@@ -500,6 +489,15 @@ pub(super) mod neon {
                 3 => tile::<3>(kc, w, x, c, cs, rows, lanes, add),
                 2 => tile::<2>(kc, w, x, c, cs, rows, lanes, add),
                 _ => tile::<1>(kc, w, x, c, cs, rows, lanes, add),
+            }
+        }
+
+        /// F16 through `fcvtl`; quantized types by the scalar reference decoders.
+        fn decoder(ty: GgmlType) -> Decode {
+            match ty {
+                GgmlType::F32 => super::decode_f32,
+                GgmlType::F16 => decode_f16,
+                _ => crate::kernels::dequant::scalar(ty),
             }
         }
     }
@@ -578,38 +576,6 @@ pub(super) mod neon {
             }
         }
     }
-
-    pub(in crate::kernels) fn rows_f32(
-        w: &Weight,
-        acts: &Acts,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        super::rows::<Neon>(w, acts, rows, out, stride, super::decode_f32);
-    }
-
-    pub(in crate::kernels) fn rows_f16(
-        w: &Weight,
-        acts: &Acts,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        super::rows::<Neon>(w, acts, rows, out, stride, decode_f16);
-    }
-
-    /// Quantized weights, dequantized per block by the scalar reference decoders.
-    pub(in crate::kernels) fn rows_quantized(
-        w: &Weight,
-        acts: &Acts,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        let decode = crate::kernels::dequant::scalar(w.ty);
-        super::rows::<Neon>(w, acts, rows, out, stride, decode);
-    }
 }
 
 #[cfg(test)]
@@ -621,23 +587,8 @@ mod tests {
 
     use super::super::{matmul, matmul_reference, run, select, Gemm, Kernel};
     use super::{pack_acts, Weight, KC, MC, MIN_BATCH, NR};
+    use super::super::test_rng::Rng;
     use crate::quant::GgmlType;
-
-    /// SplitMix64.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        /// Uniform in [-1, 1).
-        fn uniform(&mut self) -> f32 {
-            ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
 
     /// (rows, cols, batch): batches 1, 2, 3, 5, 7 (under one 8-lane vector), 8, 9, 13, 16,
     /// 17, 24, 33, 64, 70 (whole and partial panels), `MIN_BATCH - 1` and `MIN_BATCH` (where

@@ -87,6 +87,8 @@ mod q4_1;
 mod q4_k;
 mod q6_k;
 mod q8_0;
+#[cfg(test)]
+mod test_rng;
 mod vec;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -279,11 +281,11 @@ fn select(ty: GgmlType) -> Kernel {
 fn quantized_gemm() -> Option<RowsFn> {
     #[cfg(target_arch = "x86_64")]
     if cpu::has_avx2() {
-        return Some(gemm::avx2::rows_quantized);
+        return Some(gemm::rows_for::<gemm::avx2::Avx2>);
     }
     #[cfg(target_arch = "aarch64")]
     if cpu::has_neon() {
-        return Some(gemm::neon::rows_quantized);
+        return Some(gemm::rows_for::<gemm::neon::Neon>);
     }
     None
 }

@@ -11,12 +11,12 @@ use std::ops::Range;
 
 pub(super) fn select_f32() -> Option<Kernel> {
     super::cpu::has_neon()
-        .then(|| Kernel::simd("neon", rows_f32).with_gemm(super::gemm::neon::rows_f32))
+        .then(|| Kernel::simd("neon", rows_f32).with_gemm(super::gemm::rows_for::<super::gemm::neon::Neon>))
 }
 
 pub(super) fn select_f16() -> Option<Kernel> {
     super::cpu::has_neon()
-        .then(|| Kernel::simd("neon+fcvtl", rows_f16).with_gemm(super::gemm::neon::rows_f16))
+        .then(|| Kernel::simd("neon+fcvtl", rows_f16).with_gemm(super::gemm::rows_for::<super::gemm::neon::Neon>))
 }
 
 fn rows_f32(w: &Weight, acts: &Acts, rows: Range<usize>, out: &mut [f32], stride: usize) {
