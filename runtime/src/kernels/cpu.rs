@@ -60,10 +60,10 @@ pub(crate) enum Level {
     /// FMA, f16 conversion, i8 dots by widening multiplies (`smull` + `sadalp`).
     #[cfg(target_arch = "aarch64")]
     Neon,
-    /// + `sdot` (ARMv8.2 DotProd: Cortex-A76 in the Pi 5, A78AE in the Jetson Orin).
+    /// Plus `sdot` (ARMv8.2 DotProd: Cortex-A76 in the Pi 5, A78AE in the Jetson Orin).
     #[cfg(target_arch = "aarch64")]
     NeonDotprod,
-    /// + `smmla` (ARMv8.6 I8MM: Neoverse V1/N2, Cortex-A710 on) for 2×2 row tiles when
+    /// Plus `smmla` (ARMv8.6 I8MM: Neoverse V1/N2, Cortex-A710 on) for 2×2 row tiles when
     /// batch > 1.
     #[cfg(target_arch = "aarch64")]
     NeonI8mm,
