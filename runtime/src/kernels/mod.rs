@@ -27,9 +27,9 @@
 //! `EOSTOK_KERNELS=avx2|scalar` (aarch64: `i8mm|dotprod|neon|scalar`) caps the level (read
 //! once per process) to compare or test the lower variants; see [`variant`].
 //!
-//! Work split: rayon over chunks of output rows (or, with `EOSTOK_POOL=spin`, a
-//! spin-waiting pool, see `pool`) (calls under ~130k multiply-adds stay on the
-//! calling thread). With `batch > 1` a task dots each of its weight rows against 4
+//! Work split: chunks of output rows on a spin-waiting pool (`pool`; rayon with
+//! `EOSTOK_POOL=rayon`, or when the pool is busy) (calls under ~130k multiply-adds stay on
+//! the calling thread). With `batch > 1` a task dots each of its weight rows against 4
 //! activation rows at a time (the weight block is unpacked once for the 4), tile after tile,
 //! so the weights come from memory once per call and from L2 after that; the `[rows, batch]`
 //! results are transposed into `y` at the end. With at least `gemm::MIN_BATCH` activation

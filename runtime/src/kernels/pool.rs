@@ -11,10 +11,12 @@
 //! One job at a time: a second concurrent caller (or a call from inside a job) gets `false`
 //! from [`Pool::run`] and uses rayon instead.
 //!
-//! Opt-in (`EOSTOK_POOL=spin`): on the shared 2-core machine where it was written (load
-//! average 6-9 from other processes) it was slower than rayon (B q4_0: 14-16 vs 18-29
-//! tokens/s, interleaved), because spinning workers take the cores the other processes
-//! and our own caller need. Measure on an idle machine before making it the default.
+//! The default since 2026-11-26; `EOSTOK_POOL=rayon` opts out. Measured on the 2-core
+//! machine, B q4_0 decode at 2 threads, interleaved: 142-157 tokens/s against rayon's
+//! 69-70 beside one niced single-thread training run, and 78-84 against 43-44 with a
+//! nice-0 busy loop added (more runnable threads than cores). An earlier measurement under
+//! load average 6-9 had rayon ahead (18-29 vs 14-16 tokens/s); that load is not what
+//! laptops and boards running one generation see.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
@@ -101,7 +103,7 @@ impl Pool {
     pub fn global() -> Option<&'static Pool> {
         static POOL: OnceLock<Option<Pool>> = OnceLock::new();
         POOL.get_or_init(|| {
-            if !std::env::var("EOSTOK_POOL").is_ok_and(|v| v == "spin") {
+            if std::env::var("EOSTOK_POOL").is_ok_and(|v| v == "rayon") {
                 return None;
             }
             Pool::new(rayon::current_num_threads())
@@ -145,8 +147,11 @@ impl Pool {
     /// Runs `f(0..tasks)` on the pool and the calling thread; `false` (nothing run) when
     /// the pool is busy with another caller's job.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
-        let Ok(_guard) = self.busy.try_lock() else {
-            return false;
+        // A panicked job poisons the lock; the pool's state is reset below either way.
+        let _guard = match self.busy.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
         };
         let s = self.shared;
         let job = Job { f, tasks };
@@ -166,12 +171,91 @@ impl Pool {
         while s.active.load(SeqCst) != 0 {
             std::hint::spin_loop();
         }
+        // Cleared before either panic goes on, so the next job starts clean.
+        let worker_panicked = s.panicked.swap(false, SeqCst);
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
         }
-        if s.panicked.swap(false, SeqCst) {
+        if worker_panicked {
             panic!("a matmul task panicked on a pool worker");
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// Every task runs exactly once per job, over many jobs, both while the workers spin
+    /// (back-to-back jobs) and after they have parked (a pause longer than `SPIN`).
+    #[test]
+    fn every_task_runs_once() {
+        let pool = Pool::new(3).expect("pool");
+        assert_eq!(pool.size(), 3);
+        for job in 0..400 {
+            let tasks = 1 + job % 37;
+            let hits: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+            assert!(pool.run(tasks, &|i| {
+                hits[i].fetch_add(1, Relaxed);
+            }));
+            assert!(hits.iter().all(|h| h.load(Relaxed) == 1), "job {job}");
+            if job % 100 == 99 {
+                std::thread::sleep(SPIN * 4);
+            }
+        }
+    }
+
+    /// The workers take part: with tasks that wait for each other, a caller alone could not
+    /// finish (two tasks must be in progress at once).
+    #[test]
+    fn workers_take_tasks() {
+        let pool = Pool::new(2).expect("pool");
+        let arrived = AtomicU32::new(0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        assert!(pool.run(2, &|_| {
+            arrived.fetch_add(1, SeqCst);
+            while arrived.load(SeqCst) < 2 {
+                assert!(Instant::now() < deadline, "no worker took the second task");
+                std::hint::spin_loop();
+            }
+        }));
+    }
+
+    /// A call from inside a job, or while another caller's job runs, gets `false` (the
+    /// caller then uses rayon) instead of deadlocking.
+    #[test]
+    fn busy_pool_refuses() {
+        let pool = Pool::new(2).expect("pool");
+        let inner = AtomicU32::new(0);
+        assert!(pool.run(1, &|_| {
+            if !pool.run(1, &|_| {}) {
+                inner.fetch_add(1, SeqCst);
+            }
+        }));
+        assert_eq!(inner.load(SeqCst), 1);
+    }
+
+    /// A panicking task panics the caller, wherever it ran, and the pool still works after.
+    #[test]
+    fn panics_reach_the_caller() {
+        let pool = Pool::new(2).expect("pool");
+        for _ in 0..20 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.run(8, &|i| assert!(i != 5, "task 5 fails"));
+            }));
+            assert!(r.is_err());
+            let n = AtomicU32::new(0);
+            assert!(pool.run(8, &|_| {
+                n.fetch_add(1, SeqCst);
+            }));
+            assert_eq!(n.load(SeqCst), 8);
+        }
+    }
+
+    #[test]
+    fn one_thread_is_no_pool() {
+        assert!(Pool::new(1).is_none());
     }
 }
