@@ -48,9 +48,6 @@ pub fn shapes(cfg: &Config) -> Vec<(String, usize, usize, usize)> {
     ]
 }
 
-/// Bytes of weight copies cycled through by the matrix × vector runs.
-const CYCLE_BYTES: usize = 384 << 20;
-
 pub struct Row {
     pub config: String,
     pub ty: String,
@@ -84,6 +81,8 @@ pub fn run(
     types: &[String],
     reps: usize,
     with_candle: bool,
+    // Bytes of weight copies cycled through by the matrix × vector runs.
+    cycle_bytes: usize,
     lim: &Limits,
     json: bool,
 ) -> Result<()> {
@@ -128,7 +127,7 @@ pub fn run(
                     1.0 / (cols as f32).sqrt(),
                 )?;
                 let copies = if batch == 1 {
-                    CYCLE_BYTES.div_ceil(one.len()).max(1)
+                    cycle_bytes.div_ceil(one.len()).max(1)
                 } else {
                     1
                 };

@@ -88,6 +88,11 @@ enum Command {
         /// Skip candle's matmul on the same shapes.
         #[arg(long)]
         no_candle: bool,
+        /// MiB of weight copies the matrix × vector runs cycle through: the default is far
+        /// beyond L2 (weights from L3/memory, as in decoding); 1 keeps one copy hot in L2,
+        /// which shows the kernel's compute ceiling.
+        #[arg(long, default_value_t = 384, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        cycle_mib: u64,
         #[arg(long)]
         json: bool,
     },
@@ -251,6 +256,7 @@ fn main() -> ExitCode {
             threads,
             reps,
             no_candle,
+            cycle_mib,
             json,
         } => {
             set_threads(threads)?;
@@ -259,7 +265,7 @@ fn main() -> ExitCode {
             if !json {
                 println!("# roofline at {threads} threads: {:.1} GB/s, {:.1} GFLOP/s f32 FMA, {:.1} GOPS int8", lim.bandwidth_gbs, lim.fma_gflops, lim.int8_gops);
             }
-            kernels::run(&configs, &types, reps, !no_candle, &lim, json)
+            kernels::run(&configs, &types, reps, !no_candle, (cycle_mib as usize) << 20, &lim, json)
         }
         Command::Decode {
             config,

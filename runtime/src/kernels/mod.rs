@@ -434,6 +434,17 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
     }
 }
 
+/// Runs `f(i)` for every `i` in `0..tasks` across the matmul threads (the spin-waiting
+/// pool, else rayon), or on the calling thread when there is one thread or one task: for
+/// the model's loops besides matmuls (attention heads). Tasks should each be worth a few µs.
+pub fn parallel_for(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    if tasks < 2 || rayon::current_num_threads() < 2 {
+        (0..tasks).for_each(f);
+    } else if !on_pool(tasks, f) {
+        (0..tasks).into_par_iter().for_each(f);
+    }
+}
+
 /// Runs `f(0..tasks)` on the spin-waiting pool when it is enabled (no wake-up per call);
 /// `false` when it is off, busy with another caller or sized for another thread count
 /// (then the caller uses rayon).

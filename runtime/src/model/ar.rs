@@ -6,7 +6,8 @@
 
 use super::ops::{add, add_scaled, modulate, rms_norm, silu};
 use super::tensors::{Table, Tensors};
-use crate::kernels::{axpy, dot_f32, matmul, Weight};
+use super::attention::{attend, Cache};
+use crate::kernels::{matmul, Weight};
 use anyhow::Result;
 use eostok_models::exit::bad_input;
 use eostok_models::names as n;
@@ -179,9 +180,6 @@ impl<'a> Ar<'a> {
         let (mut h, mut q, mut k, mut v, mut a, mut o) =
             (vec![0f32; rows * d], vec![0f32; rows * d], vec![0f32; rows * d], vec![0f32; rows * d], vec![0f32; rows * d], vec![0f32; rows * d]);
         let (mut g, mut u) = (vec![0f32; rows * self.ffn], vec![0f32; rows * self.ffn]);
-        let hd = d / self.heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut scores = vec![0f32; pos + 1];
         for (li, blk) in self.blocks.iter().enumerate() {
             let m = &st.modulation[li];
             // Part j of row r's modulation: 0..6 = shift_a, scale_a, gate_a, shift_m, scale_m, gate_m.
@@ -202,19 +200,14 @@ impl<'a> Ar<'a> {
                 vc[at..at + d].copy_from_slice(&v[r * d..(r + 1) * d]);
             }
             for r in 0..rows {
-                for head in 0..self.heads {
-                    let qh = &q[r * d + head * hd..r * d + (head + 1) * hd];
-                    for (t, s) in scores.iter_mut().enumerate() {
-                        let kt = &kc[(r * self.context + t) * d + head * hd..][..hd];
-                        *s = dot_f32(qh, kt) * scale;
-                    }
-                    super::ops::softmax(&mut scores);
-                    let out = &mut a[r * d + head * hd..r * d + (head + 1) * hd];
-                    out.iter_mut().for_each(|v| *v = 0.0);
-                    for (t, &p) in scores.iter().enumerate() {
-                        axpy(p, &vc[(r * self.context + t) * d + head * hd..][..hd], out);
-                    }
-                }
+                let cache = Cache {
+                    keys: &kc[r * self.context * d..],
+                    values: &vc[r * self.context * d..],
+                    stride: d,
+                    len: pos + 1,
+                    kv_heads: self.heads,
+                };
+                attend(&q[r * d..(r + 1) * d], self.heads, &cache, &mut a[r * d..(r + 1) * d]);
             }
             matmul(&blk.o, &a, rows, &mut o);
             for r in 0..rows {

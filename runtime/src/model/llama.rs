@@ -6,7 +6,8 @@
 
 use super::tensors::{Table, Tensors};
 use crate::gguf::GgufFile;
-use crate::kernels::{axpy, dot_f32, matmul, Weight};
+use super::attention::{attend, Cache};
+use crate::kernels::{matmul, Weight};
 use anyhow::Result;
 use eostok_models::exit::bad_input;
 use std::borrow::Cow;
@@ -248,7 +249,6 @@ impl<'a> Llama<'a> {
         }
         let (d, hd) = (c.width, c.head_dim());
         let kvd = c.kv_heads * hd;
-        let group = c.heads / c.kv_heads;
         let mut x = vec![0f32; d];
         self.token_embd.row(token as usize, &mut x)?;
         let (mut h, mut q, mut k, mut v, mut a, mut o) = (
@@ -260,8 +260,6 @@ impl<'a> Llama<'a> {
             vec![0f32; d],
         );
         let (mut g, mut u) = (vec![0f32; c.ffn], vec![0f32; c.ffn]);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut scores = vec![0f32; pos + 1];
         for (li, blk) in self.blocks.iter().enumerate() {
             h.copy_from_slice(&x);
             super::ops::rms_norm(&mut h, &blk.attn_norm, c.eps);
@@ -273,19 +271,14 @@ impl<'a> Llama<'a> {
             let (kc, vc) = (&mut st.keys[li], &mut st.values[li]);
             kc[pos * kvd..(pos + 1) * kvd].copy_from_slice(&k);
             vc[pos * kvd..(pos + 1) * kvd].copy_from_slice(&v);
-            for head in 0..c.heads {
-                let kvh = head / group;
-                let qh = &q[head * hd..(head + 1) * hd];
-                for (t, s) in scores.iter_mut().enumerate() {
-                    *s = dot_f32(qh, &kc[t * kvd + kvh * hd..][..hd]) * scale;
-                }
-                super::ops::softmax(&mut scores);
-                let out = &mut a[head * hd..(head + 1) * hd];
-                out.iter_mut().for_each(|v| *v = 0.0);
-                for (t, &p) in scores.iter().enumerate() {
-                    axpy(p, &vc[t * kvd + kvh * hd..][..hd], out);
-                }
-            }
+            let cache = Cache {
+                keys: kc,
+                values: vc,
+                stride: kvd,
+                len: pos + 1,
+                kv_heads: c.kv_heads,
+            };
+            attend(&q, c.heads, &cache, &mut a);
             matmul(&blk.o, &a, 1, &mut o);
             super::ops::add(&mut x, &o);
             h.copy_from_slice(&x);

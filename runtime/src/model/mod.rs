@@ -1,6 +1,7 @@
 //! The EOSTok model over a GGUF file: the config from its metadata, the AR
 //! transformer and the decoder as borrowed views of its tensors.
 
+pub mod attention;
 pub mod ar;
 pub mod decoder;
 pub mod llama;
