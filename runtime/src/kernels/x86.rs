@@ -9,13 +9,15 @@ const PREFETCH: usize = 2048;
 
 /// Prefetches `lines` cache lines starting [`PREFETCH`] bytes past `p`. Weights stream
 /// from memory once per call; asking early lets the loads overlap the arithmetic (+30-60%
-/// matvec throughput from DRAM here). Prefetches never fault, even past the end.
+/// matvec throughput from DRAM here). Into L2 (T1), which leaves the L1 fill buffers to
+/// the demand loads (f16 and q4_k matvec from memory: up to +20% over T0). Prefetches
+/// never fault, even past the end.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn prefetch_ahead(p: *const u8, lines: usize) {
     let ahead = p.wrapping_add(PREFETCH).cast::<i8>();
     for l in 0..lines {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l));
+        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l));
     }
 }
 
