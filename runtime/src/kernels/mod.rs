@@ -379,7 +379,13 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
     if batch == 0 || w.rows == 0 {
         return;
     }
-    let parallel = parallel && w.rows * w.cols * batch >= SERIAL_MACS && w.rows > 1;
+    // One thread: run on the caller. Handing the call to rayon's single worker costs two
+    // futex hand-offs per matmul and moves the work between cores: B q4_0 decoding at
+    // `--threads 1` ran at 55-60 tokens/s that way against 92-104 on the caller.
+    let parallel = parallel
+        && w.rows * w.cols * batch >= SERIAL_MACS
+        && w.rows > 1
+        && rayon::current_num_threads() > 1;
     let gemm = kernel.gemm.filter(|g| batch >= g.min_batch);
     // The blocked kernel reads f32 activations only (packed): none are quantized for it.
     let act_ty = if gemm.is_some() { GgmlType::F32 } else { w.ty };
