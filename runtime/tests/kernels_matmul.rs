@@ -649,3 +649,82 @@ fn lower_kernel_levels_pass_the_same_tests() {
         );
     }
 }
+
+/// `matmul_many` (one activation quantization, every weight's rows in one parallel job)
+/// gives exactly the bits of one `matmul` per weight: for every type, batches 1..=5 and
+/// 13 (the blocked kernel's fallback), shapes on both sides of the threaded threshold, and
+/// a mix of types (the per-weight fallback).
+#[test]
+fn matmul_many_equals_one_matmul_per_weight() {
+    let mut rng = Rng::new(0x5eed_0004);
+    for ty in TYPES {
+        let blk = ty.block_size();
+        for batch in [1, 2, 3, 5, 13] {
+            for (rows, nblk) in [([3, 1, 5], 2), ([300, 100, 257], 1024 / blk.min(1024))] {
+                let cols = nblk * blk;
+                let data: Vec<Vec<u8>> = rows
+                    .iter()
+                    .map(|&r| {
+                        let w: Vec<f32> = (0..r * cols).map(|_| rng.normal()).collect();
+                        quantize_rows(ty, &w, r, cols)
+                    })
+                    .collect();
+                let ws: Vec<Weight> = rows
+                    .iter()
+                    .zip(&data)
+                    .map(|(&r, d)| Weight::new(ty, r, cols, d).unwrap())
+                    .collect();
+                let x = activations(&mut rng, batch, cols);
+                let mut many: Vec<Vec<f32>> = rows.iter().map(|&r| vec![f32::NAN; batch * r]).collect();
+                let refs: Vec<&Weight> = ws.iter().collect();
+                let mut outs: Vec<&mut [f32]> = many.iter_mut().map(|v| v.as_mut_slice()).collect();
+                kernels::matmul_many(&refs, &x, batch, &mut outs);
+                for (j, w) in ws.iter().enumerate() {
+                    let mut one = vec![f32::NAN; batch * w.rows];
+                    matmul(w, &x, batch, &mut one);
+                    let same = one.iter().zip(&many[j]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} batch {batch} weight {j} ({}x{cols}): matmul_many differs", w.rows);
+                }
+            }
+        }
+    }
+    // Mixed types fall back to one matmul each.
+    let a = quantize_rows(GgmlType::Q8_0, &[0.5; 4 * 64], 4, 64);
+    let b = quantize_rows(GgmlType::F32, &[0.25; 2 * 64], 2, 64);
+    let wa = Weight::new(GgmlType::Q8_0, 4, 64, &a).unwrap();
+    let wb = Weight::new(GgmlType::F32, 2, 64, &b).unwrap();
+    let (mut ya, mut yb) = (vec![0f32; 4], vec![0f32; 2]);
+    kernels::matmul_many(&[&wa, &wb], &[1.0; 64], 1, &mut [&mut ya[..], &mut yb[..]]);
+    assert!(ya.iter().all(|&v| (v - 32.0).abs() < 0.1), "{ya:?}");
+    assert!(yb.iter().all(|&v| v == 16.0), "{yb:?}");
+}
+
+/// The row split follows the thread count, but every row meets the same kernel path
+/// whatever the split, so the bits do not depend on the number of threads (an image drawn
+/// on a 2-core laptop and on a 16-core server from the same seed is the same image).
+#[test]
+fn matmul_bits_do_not_depend_on_the_thread_count() {
+    let mut rng = Rng::new(0x5eed_0005);
+    for ty in TYPES {
+        let cols = 1024;
+        let rows = 301;
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+        let data = quantize_rows(ty, &w, rows, cols);
+        let weight = Weight::new(ty, rows, cols, &data).unwrap();
+        for batch in [1, 2, 3] {
+            let x = activations(&mut rng, batch, cols);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut y = vec![f32::NAN; batch * rows];
+                pool.install(|| matmul(&weight, &x, batch, &mut y));
+                y
+            };
+            let one = run(1);
+            for threads in [2, 3, 5] {
+                let y = run(threads);
+                let same = one.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} batch {batch}: {threads} threads differ from 1");
+            }
+        }
+    }
+}

@@ -396,47 +396,97 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
         return;
     }
 
-    // A task walks its rows once per tile of activation rows: the tile's quantized rows
-    // stay in L1 while the task's weight rows come from L2 (or, for one tile, memory).
-    let task = |r0: usize, out: &mut [f32]| {
-        let n = out.len() / batch;
+    run_rows(&[w], &acts, &mut [y], &kernel, parallel);
+}
+
+/// `ys[j] = ws[j] · x` for weights of one type and width (the AR step's q/k/v and
+/// gate/up): the activations are quantized once and every weight's row chunks are tasks
+/// of one parallel job, so a layer pays 4 dispatches and quantizations instead of 7.
+/// Same results, bit for bit, as one [`matmul`] per weight, which it falls back to for
+/// mixed types or widths and for batches the blocked kernel serves.
+///
+/// Panics if the lengths do not match (`ys[j]`: `[batch, ws[j].rows]`), as [`matmul`].
+pub fn matmul_many(ws: &[&Weight], x: &[f32], batch: usize, ys: &mut [&mut [f32]]) {
+    assert_eq!(ws.len(), ys.len(), "matmul_many: one output per weight");
+    let Some(w0) = ws.first() else { return };
+    let kernel = select(w0.ty);
+    let shared = ws.iter().all(|w| w.ty == w0.ty && w.cols == w0.cols);
+    let blocked = kernel.gemm.is_some_and(|g| batch >= g.min_batch);
+    if ws.len() == 1 || !shared || blocked {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul(w, x, batch, y);
+        }
+        return;
+    }
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        if let Err(e) = Weight::new(w.ty, w.rows, w.cols, w.data) {
+            panic!("matmul_many: {e}");
+        }
+        assert_eq!(y.len(), batch * w.rows, "matmul_many: y is not [batch, rows]");
+    }
+    assert_eq!(x.len(), batch * w0.cols, "matmul_many: x is not [batch, cols]");
+    if batch == 0 {
+        return;
+    }
+    let macs: usize = ws.iter().map(|w| w.rows * w.cols * batch).sum();
+    let parallel = macs >= SERIAL_MACS && rayon::current_num_threads() > 1;
+    let buf = ActBuf::prepare(w0.ty, x, batch, w0.cols, &kernel, false, parallel);
+    run_rows(ws, &buf.acts(x, batch, w0.cols), ys, &kernel, parallel);
+}
+
+/// The integer-dot path (and F32/F16 below the blocked kernel's batch) for weights of one
+/// type and width against the same prepared activations: tasks of output rows, one job.
+fn run_rows(ws: &[&Weight], acts: &Acts, ys: &mut [&mut [f32]], kernel: &Kernel, parallel: bool) {
+    let batch = acts.batch;
+    // Outputs as `[rows, batch]`: each output row's values contiguous, so row chunks split
+    // them cleanly between tasks. For one activation row that is `y` itself; otherwise
+    // buffers, transposed into `ys` at the end (O(batch · rows), small next to the dots).
+    let mut yts: Vec<Vec<f32>> = match batch {
+        1 => Vec::new(),
+        _ => ws.iter().map(|w| vec![0f32; batch * w.rows]).collect(),
+    };
+    let outs: Vec<OutPtr> = match batch {
+        1 => ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect(),
+        _ => yts.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect(),
+    };
+    // Rows r0..r1 of weight j. A task walks its rows once per tile of activation rows: the
+    // tile's quantized rows stay in L1 while the task's weight rows come from L2 (or, for
+    // one tile, memory).
+    let task = |j: usize, r0: usize, r1: usize| {
+        // SAFETY: tasks cover disjoint row ranges of each output, `[rows, batch]` of
+        // `ws[j].rows · batch` values (asserted by the callers), alive for the whole run.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(outs[j].get().add(r0 * batch), (r1 - r0) * batch)
+        };
         for b0 in (0..batch).step_by(BATCH_TILE) {
             let b1 = (b0 + BATCH_TILE).min(batch);
-            (kernel.rows)(w, &acts.tile(b0..b1), r0..r0 + n, &mut out[b0..], batch);
+            (kernel.rows)(ws[j], &acts.tile(b0..b1), r0..r1, &mut out[b0..], batch);
         }
     };
-    // `yt` is `[rows, batch]`: each output row's values are contiguous, so row chunks
-    // split it cleanly between tasks.
-    let compute = |yt: &mut [f32]| {
-        if parallel {
-            let chunk = chunk_rows(w, batch);
-            let rows = w.rows;
-            let out = OutPtr(yt.as_mut_ptr());
-            let ran = on_pool(rows.div_ceil(chunk), &|i| {
-                let (r0, r1) = (i * chunk, ((i + 1) * chunk).min(rows));
-                // Disjoint row ranges of `yt`, one per task, alive for the whole run.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(out.get().add(r0 * batch), (r1 - r0) * batch)
-                };
-                task(r0, o);
-            });
-            if !ran {
-                yt.par_chunks_mut(chunk * batch)
-                    .enumerate()
-                    .for_each(|(i, out)| task(i * chunk, out));
-            }
-        } else {
-            task(0, yt);
+    if parallel {
+        let chunks: Vec<usize> = ws.iter().map(|w| chunk_rows(w, batch)).collect();
+        // Task t belongs to weight j where starts[j] <= t < starts[j + 1].
+        let mut starts = vec![0];
+        for (w, &c) in ws.iter().zip(&chunks) {
+            starts.push(starts[starts.len() - 1] + w.rows.div_ceil(c));
         }
-    };
-    if batch == 1 {
-        compute(y);
+        let tasks = starts[ws.len()];
+        let f = |t: usize| {
+            let j = starts.partition_point(|&s| s <= t) - 1;
+            let i = t - starts[j];
+            task(j, i * chunks[j], ((i + 1) * chunks[j]).min(ws[j].rows));
+        };
+        if !on_pool(tasks, &f) {
+            (0..tasks).into_par_iter().for_each(f);
+        }
     } else {
-        // Transposed into `y` at the end: O(batch · rows), small next to the dots.
-        let mut yt = vec![0f32; batch * w.rows];
-        compute(&mut yt);
+        for (j, w) in ws.iter().enumerate() {
+            task(j, 0, w.rows);
+        }
+    }
+    for ((yt, y), w) in yts.iter().zip(ys.iter_mut()).zip(ws) {
         // SAFETY: `yt` is `[rows, batch]` and `y` `[batch, rows]`, both of the asserted length.
-        unsafe { transpose_into(&yt, w.rows, batch, y.as_mut_ptr(), w.rows) };
+        unsafe { transpose_into(yt, w.rows, batch, y.as_mut_ptr(), w.rows) };
     }
 }
 
@@ -547,12 +597,15 @@ impl OutPtr {
     }
 }
 
-/// Output rows per rayon task: at least [`TASK_BYTES`] of weights (fewer rows when the
-/// batch makes each row expensive), and at least ~4 tasks per thread for load balance.
+/// Output rows per task: at least [`TASK_BYTES`] of weights (fewer rows when the batch
+/// makes each row expensive), and at least ~4 tasks per thread for load balance. A
+/// multiple of 4, the kernels' row group: a row then meets the same kernel path (4-row
+/// pass or single-row tail, whose f32 sums differ in order) however the rows are split,
+/// so results do not depend on the thread count.
 fn chunk_rows(w: &Weight, batch: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let row_cost = w.row_size().max(1) * batch.min(16);
     let by_bytes = TASK_BYTES.div_ceil(row_cost);
     let by_balance = w.rows.div_ceil(4 * threads);
-    by_bytes.min(by_balance).clamp(4, w.rows.max(4))
+    by_bytes.min(by_balance).max(1).next_multiple_of(4)
 }

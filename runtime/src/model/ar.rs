@@ -7,7 +7,7 @@
 use super::ops::{add, add_scaled, modulate, rms_norm, silu};
 use super::tensors::{Table, Tensors};
 use super::attention::{attend, Cache};
-use crate::kernels::{matmul, Weight};
+use crate::kernels::{matmul, matmul_many, Weight};
 use anyhow::Result;
 use eostok_models::exit::bad_input;
 use eostok_models::names as n;
@@ -190,9 +190,7 @@ impl<'a> Ar<'a> {
                 rms_norm(hr, &blk.attn_norm, self.eps);
                 modulate(hr, part(r, 0), part(r, 1));
             }
-            matmul(&blk.q, &h, rows, &mut q);
-            matmul(&blk.k, &h, rows, &mut k);
-            matmul(&blk.v, &h, rows, &mut v);
+            matmul_many(&[&blk.q, &blk.k, &blk.v], &h, rows, &mut [&mut q, &mut k, &mut v]);
             let (kc, vc) = (&mut st.keys[li], &mut st.values[li]);
             for r in 0..rows {
                 let at = (r * self.context + pos) * d;
@@ -219,8 +217,7 @@ impl<'a> Ar<'a> {
                 rms_norm(hr, &blk.ffn_norm, self.eps);
                 modulate(hr, part(r, 3), part(r, 4));
             }
-            matmul(&blk.gate, &h, rows, &mut g);
-            matmul(&blk.up, &h, rows, &mut u);
+            matmul_many(&[&blk.gate, &blk.up], &h, rows, &mut [&mut g, &mut u]);
             silu(&mut g);
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv *= uv;

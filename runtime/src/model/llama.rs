@@ -7,7 +7,7 @@
 use super::tensors::{Table, Tensors};
 use crate::gguf::GgufFile;
 use super::attention::{attend, Cache};
-use crate::kernels::{matmul, Weight};
+use crate::kernels::{matmul, matmul_many, Weight};
 use anyhow::Result;
 use eostok_models::exit::bad_input;
 use std::borrow::Cow;
@@ -263,9 +263,7 @@ impl<'a> Llama<'a> {
         for (li, blk) in self.blocks.iter().enumerate() {
             h.copy_from_slice(&x);
             super::ops::rms_norm(&mut h, &blk.attn_norm, c.eps);
-            matmul(&blk.q, &h, 1, &mut q);
-            matmul(&blk.k, &h, 1, &mut k);
-            matmul(&blk.v, &h, 1, &mut v);
+            matmul_many(&[&blk.q, &blk.k, &blk.v], &h, 1, &mut [&mut q, &mut k, &mut v]);
             self.rope(&mut q, pos);
             self.rope(&mut k, pos);
             let (kc, vc) = (&mut st.keys[li], &mut st.values[li]);
@@ -283,8 +281,7 @@ impl<'a> Llama<'a> {
             super::ops::add(&mut x, &o);
             h.copy_from_slice(&x);
             super::ops::rms_norm(&mut h, &blk.ffn_norm, c.eps);
-            matmul(&blk.gate, &h, 1, &mut g);
-            matmul(&blk.up, &h, 1, &mut u);
+            matmul_many(&[&blk.gate, &blk.up], &h, 1, &mut [&mut g, &mut u]);
             super::ops::silu(&mut g);
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv *= uv;
