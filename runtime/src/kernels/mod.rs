@@ -362,8 +362,12 @@ pub fn matmul_reference(w: &Weight, x: &[f32], batch: usize, y: &mut [f32]) {
 /// Below this many multiply-adds a call runs on the calling thread: rayon's fork/join
 /// (a few µs) would cost more than it saves.
 const SERIAL_MACS: usize = 1 << 17;
-/// Bytes of weights one task should cover at least, so per-task overhead stays small.
-const TASK_BYTES: usize = 32 << 10;
+/// Bytes of weights one task may cover (batch 1: every AR matrix splits by balance, 2
+/// tasks per thread). Long tasks keep each thread on one long sequential stream, which the
+/// hardware prefetcher follows at full distance; 32 KiB tasks restarted it every few
+/// rows: B decoding at 2 threads, interleaved, q4_0 192-196 → 220-228 tokens/s, q8_0
+/// 113-116 → 124-128 (4 tasks per thread of ≥ 32 KiB before).
+const TASK_BYTES: usize = 1 << 20;
 /// Activation rows per pass over a task's weight rows (one 4-row micro-kernel group): their
 /// quantized rows (4 × 4096 Q8_0 values with side arrays ≈ 35 KB) stay in L1 while the
 /// task's weight rows stream through; 4 beat 8 and 64 by 10-15% for batch-64 here.
@@ -597,8 +601,9 @@ impl OutPtr {
     }
 }
 
-/// Output rows per task: at least [`TASK_BYTES`] of weights (fewer rows when the batch
-/// makes each row expensive), and at least ~4 tasks per thread for load balance. A
+/// Output rows per task: at most [`TASK_BYTES`] of weights (fewer rows when the batch
+/// makes each row expensive), and 2 tasks per thread for load balance (a descheduled
+/// worker's second task goes to whoever is free). A
 /// multiple of 4, the kernels' row group: a row then meets the same kernel path (4-row
 /// pass or single-row tail, whose f32 sums differ in order) however the rows are split,
 /// so results do not depend on the thread count.
@@ -606,6 +611,6 @@ fn chunk_rows(w: &Weight, batch: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let row_cost = w.row_size().max(1) * batch.min(16);
     let by_bytes = TASK_BYTES.div_ceil(row_cost);
-    let by_balance = w.rows.div_ceil(4 * threads);
+    let by_balance = w.rows.div_ceil(2 * threads);
     by_bytes.min(by_balance).max(1).next_multiple_of(4)
 }
