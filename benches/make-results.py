@@ -20,5 +20,5 @@ out = body.format(commit=commit, llama_version=ver,
     roofline=block("roofline"), vs_llama_t1=block("vs-llama-t1"), vs_llama_t2=block("vs-llama-t2"),
     decode="".join(block(f"decode-B-{t}") for t in ["q4_0", "q8_0", "f16"]), vs_candle=block("vs-candle"),
     kernels=block("kernels"), image=block("image", "image-q4_0", "image-B"), memory=block("memory"),
-    pool="".join(block(n) for n in ["decode-B-q4_0-spin", "decode-B-q8_0-spin", "image-spin"]))
+    pool="".join(block(n) for n in ["decode-B-q4_0-rayon", "decode-B-q8_0-rayon", "image-rayon"]))
 open(os.path.join(root, "benches", "RESULTS.md"), "w").write(out)
