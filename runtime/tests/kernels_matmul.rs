@@ -605,13 +605,13 @@ fn matmul_matches_reference_for_every_batch_up_to_9() {
 
 /// The levels `lower_kernel_levels_pass_the_same_tests` re-runs this binary at.
 #[cfg(not(target_arch = "aarch64"))]
-const LOWER_CAPS: [&str; 2] = ["avx2", "scalar"];
+const LOWER_CAPS: [&str; 3] = ["avx-vnni", "avx2", "scalar"];
 #[cfg(target_arch = "aarch64")]
 const LOWER_CAPS: [&str; 3] = ["dotprod", "neon", "scalar"];
 
-/// The variants below the best one this CPU has (AVX2 without VNNI; the scalar and `wide`
-/// paths) are checked by re-running this binary's tests with `EOSTOK_KERNELS` capping the
-/// level, since the choice is made once per process.
+/// The variants below the best one this CPU has (the AVX2 GEMM tile without AVX-512, AVX2
+/// without VNNI; the scalar and `wide` paths) are checked by re-running this binary's tests
+/// with `EOSTOK_KERNELS` capping the level, since the choice is made once per process.
 #[test]
 fn lower_kernel_levels_pass_the_same_tests() {
     if std::env::var_os("EOSTOK_KERNELS").is_some() {

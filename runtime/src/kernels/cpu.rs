@@ -43,7 +43,7 @@ pub fn cpu_features() -> Vec<&'static str> {
     out
 }
 
-/// Kernel levels, best last. `EOSTOK_KERNELS=scalar|avx2` (aarch64:
+/// Kernel levels, best last. `EOSTOK_KERNELS=scalar|avx2|avx-vnni` (aarch64:
 /// `scalar|neon|dotprod|i8mm`) caps the level (for `--info`
 /// comparisons and for testing the lower variants on a machine that has the higher ones);
 /// unset or `auto` uses the best the CPU has. Read once per process.
@@ -111,8 +111,12 @@ impl Level {
 /// `"neon (best here: neon+dotprod+i8mm; EOSTOK_KERNELS=neon)"` when capped.
 pub fn kernel_level() -> String {
     let (used, best) = (level(), detected());
+    #[cfg(target_arch = "x86_64")]
+    let gemm = if has_avx512() { "+avx512 gemm" } else { "" };
+    #[cfg(not(target_arch = "x86_64"))]
+    let gemm = "";
     if used == best {
-        used.name().to_string()
+        format!("{}{gemm}", used.name())
     } else {
         let cap = std::env::var("EOSTOK_KERNELS").unwrap_or_default();
         format!("{} (best here: {}; EOSTOK_KERNELS={cap})", used.name(), best.name())
@@ -149,7 +153,7 @@ fn detected() -> Level {
 }
 
 /// AVX-VNNI: CPUID.(EAX=7, ECX=1):EAX bit 4, read by hand because
-/// `is_x86_feature_detected!("avxvnni")` needs Rust 1.89 and the workspace MSRV is 1.85.
+/// `is_x86_feature_detected!("avxvnni")` needs Rust 1.89 (the MSRV was 1.85 when written).
 /// The OS's YMM state support is covered by the AVX2 check that always precedes this.
 #[cfg(target_arch = "x86_64")]
 fn avx_vnni_cpuid() -> bool {
@@ -173,6 +177,21 @@ pub(crate) fn has_avx2() -> bool {
 #[inline]
 pub(crate) fn has_avx_vnni() -> bool {
     level() >= Level::AvxVnni
+}
+
+/// AVX-512F, for the blocked GEMM's 16-lane tile (Skylake-SP, Ice Lake, Sapphire Rapids,
+/// Zen 4 on). Not a level of its own, since AVX-512 CPUs differ in VNNI: it rides on the
+/// AVX2 level and `EOSTOK_KERNELS=avx-vnni` (or lower) turns it off. Read once.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let capped = matches!(
+            std::env::var("EOSTOK_KERNELS").as_deref(),
+            Ok("scalar" | "avx2" | "avx-vnni")
+        );
+        !capped && has_avx2() && std::arch::is_x86_feature_detected!("avx512f")
+    })
 }
 
 #[cfg(target_arch = "aarch64")]

@@ -13,7 +13,7 @@ pub(super) fn select() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
         return Some(
-            Kernel::simd("avx2+fma+f16c", avx2::rows).with_gemm(super::gemm::rows_for::<super::gemm::avx2::Avx2>),
+            Kernel::simd("avx2+fma+f16c", avx2::rows).with_gemm(super::gemm::x86_rows()),
         );
     }
     #[cfg(target_arch = "aarch64")]

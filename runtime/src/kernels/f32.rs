@@ -10,7 +10,7 @@ use std::ops::Range;
 pub(super) fn select() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
-        return Some(Kernel::simd("avx2+fma", avx2::rows).with_gemm(super::gemm::rows_for::<super::gemm::avx2::Avx2>));
+        return Some(Kernel::simd("avx2+fma", avx2::rows).with_gemm(super::gemm::x86_rows()));
     }
     #[cfg(target_arch = "aarch64")]
     if let Some(k) = super::neon_float::select_f32() {

@@ -281,7 +281,7 @@ fn select(ty: GgmlType) -> Kernel {
 fn quantized_gemm() -> Option<RowsFn> {
     #[cfg(target_arch = "x86_64")]
     if cpu::has_avx2() {
-        return Some(gemm::rows_for::<gemm::avx2::Avx2>);
+        return Some(gemm::x86_rows());
     }
     #[cfg(target_arch = "aarch64")]
     if cpu::has_neon() {

@@ -112,7 +112,7 @@ pub unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
 
 /// `acc + dot_u8i8(u, s)` with AVX-VNNI's `vpdpbusd` (one instruction, no i16 saturation).
 /// Written as `asm!` because the `avxvnni` target feature and its intrinsic need Rust 1.89
-/// and the workspace's MSRV is 1.85; only called once CPUID reported AVX-VNNI (`cpu::level`).
+/// and the workspace's MSRV was 1.85 when written; only called once CPUID reported AVX-VNNI (`cpu::level`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_u8i8_vnni(mut acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
