@@ -125,7 +125,7 @@ fn parent(a: Args) -> ExitCode {
                     if f.len() >= 4 {
                         last_execs = f[1].parse().unwrap_or(last_execs);
                         corpus = f[2].parse().unwrap_or(corpus);
-                        if f[0] == "hb" && start.elapsed().as_secs() % 30 == 0 {
+                        if f[0] == "hb" && start.elapsed().as_secs().is_multiple_of(30) {
                             eprintln!("[{:>4}s] execs {} corpus {} crashes {}", start.elapsed().as_secs(), execs + last_execs, corpus, f[3]);
                         }
                     }

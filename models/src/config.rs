@@ -245,7 +245,7 @@ impl Config {
                 return bad(format!("{k} = {v} is outside 1..={MAX_DIM}"));
             }
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return bad(format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size));
         }
         for (k, w, h) in [

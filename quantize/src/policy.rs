@@ -108,7 +108,7 @@ pub fn matches_pattern(pattern: &str, name: &str) -> bool {
 
 /// Types of matrices whose rows do not fit the requested block size.
 fn fallback(ty: GgmlType, row: usize) -> (GgmlType, Option<String>) {
-    if row % ty.block_size() == 0 {
+    if row.is_multiple_of(ty.block_size()) {
         return (ty, None);
     }
     let next = match ty {

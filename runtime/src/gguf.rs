@@ -58,7 +58,7 @@ impl GgufFile {
     /// ```
     pub fn from_static(bytes: &'static [u8]) -> Result<Self, GgufError> {
         let address = bytes.as_ptr() as usize;
-        if address % 32 != 0 {
+        if !address.is_multiple_of(32) {
             return Err(GgufError::UnalignedBuffer { address });
         }
         Self::from_storage(Storage::Static(bytes))

@@ -112,7 +112,7 @@ impl Shard {
         if world == 0 || rank >= world {
             bail!("rank {rank} of world size {world}");
         }
-        if global % world != 0 {
+        if !global.is_multiple_of(world) {
             return Err(bad_input(format!("--batch {global} (the global batch) must be a multiple of the world size {world}, so every rank trains on the same number of images")));
         }
         let len = global / world;

@@ -23,7 +23,7 @@ use std::ops::Range;
 pub(super) fn byte_range(ty: GgmlType, k0: usize, kc: usize) -> Range<usize> {
     let (bs, ts) = (ty.block_size(), ty.type_size());
     debug_assert!(
-        k0 % bs == 0 && kc % bs == 0,
+        k0.is_multiple_of(bs) && kc.is_multiple_of(bs),
         "{ty}: {k0}+{kc} not whole blocks"
     );
     k0 / bs * ts..(k0 + kc) / bs * ts
@@ -98,7 +98,7 @@ pub(super) mod avx2 {
     fn blocks(src: &[u8], dst: &[f32], elems: usize, bytes: usize) -> usize {
         let n = dst.len() / elems;
         assert!(
-            dst.len() % elems == 0 && src.len() == n * bytes,
+            dst.len().is_multiple_of(elems) && src.len() == n * bytes,
             "dequant: {} bytes for {} values",
             src.len(),
             dst.len()

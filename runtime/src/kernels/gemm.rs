@@ -272,7 +272,7 @@ pub(super) fn rows<M: Micro>(
     let panels = batch.div_ceil(NR);
     let xp = acts.xp;
     assert_eq!(xp.len(), panels * cols, "gemm: activations not packed");
-    assert!(MC % M::MR == 0 && MR_ALIGN % M::MR == 0);
+    assert!(MC.is_multiple_of(M::MR) && MR_ALIGN.is_multiple_of(M::MR));
     let bytes = |k0: usize, kc: usize| super::dequant::byte_range(w.ty, k0, kc);
     PANEL.with(|panel| {
         let mut panel = panel.borrow_mut();
@@ -740,7 +740,7 @@ mod tests {
         for (b, row) in x.chunks_exact_mut(cols.max(1)).enumerate() {
             for v in row.iter_mut() {
                 *v = (0.5 + b as f32) * rng.uniform();
-                if rng.next() % 61 == 0 {
+                if rng.next().is_multiple_of(61) {
                     *v *= 30.0;
                 }
             }

@@ -61,7 +61,7 @@ fn worker(shared: &'static Shared, id: usize) {
                 break;
             }
             spins += 1;
-            if spins % 256 != 0 || t0.elapsed() < SPIN {
+            if !spins.is_multiple_of(256) || t0.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }

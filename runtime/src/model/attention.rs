@@ -25,7 +25,7 @@ pub struct Cache<'a> {
 pub fn attend(q: &[f32], heads: usize, cache: &Cache, out: &mut [f32]) {
     let hd = q.len() / heads;
     assert!(heads > 0 && q.len() == heads * hd && out.len() == q.len());
-    assert!(cache.kv_heads > 0 && heads % cache.kv_heads == 0 && cache.kv_heads * hd <= cache.stride);
+    assert!(cache.kv_heads > 0 && heads.is_multiple_of(cache.kv_heads) && cache.kv_heads * hd <= cache.stride);
     assert!(cache.len > 0 && cache.keys.len() >= cache.len * cache.stride);
     assert!(cache.values.len() >= cache.len * cache.stride);
     let group = heads / cache.kv_heads;

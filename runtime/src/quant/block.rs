@@ -25,7 +25,7 @@ pub fn as_blocks<B: Block>(bytes: &[u8]) -> &[B] {
     const { assert!(std::mem::align_of::<B>() == 1) };
     let size = std::mem::size_of::<B>();
     assert!(
-        bytes.len() % size == 0,
+        bytes.len().is_multiple_of(size),
         "{} bytes is not a whole number of {} blocks ({size} bytes each)",
         bytes.len(),
         B::TYPE
@@ -40,7 +40,7 @@ pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
     const { assert!(std::mem::align_of::<B>() == 1) };
     let size = std::mem::size_of::<B>();
     assert!(
-        bytes.len() % size == 0,
+        bytes.len().is_multiple_of(size),
         "{} bytes is not a whole number of {} blocks ({size} bytes each)",
         bytes.len(),
         B::TYPE
@@ -52,7 +52,7 @@ pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
 /// Checks that a row of `n` values fits `bytes` exactly, for the per-format kernels.
 pub(crate) fn assert_row<B: Block>(bytes: usize, n: usize) {
     assert!(
-        n % B::ELEMS == 0,
+        n.is_multiple_of(B::ELEMS),
         "{n} values are not whole {} blocks of {}",
         B::TYPE,
         B::ELEMS

@@ -36,7 +36,7 @@ pub fn vec_dot(weights: &[u8], activations: &[u8]) -> f32 {
         activations.len(),
         "vec_dot: rows differ in length"
     );
-    assert!(weights.len() % 2 == 0, "f16 row of odd byte length");
+    assert!(weights.len().is_multiple_of(2), "f16 row of odd byte length");
     values(weights)
         .zip(values(activations))
         .map(|(a, b)| a as f64 * b as f64)

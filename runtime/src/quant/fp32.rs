@@ -35,7 +35,7 @@ pub fn vec_dot(weights: &[u8], activations: &[u8]) -> f32 {
         "vec_dot: rows differ in length"
     );
     assert!(
-        weights.len() % 4 == 0,
+        weights.len().is_multiple_of(4),
         "f32 row length is not a multiple of 4 bytes"
     );
     values(weights)

@@ -220,7 +220,7 @@ fn fit(a: FitArgs) -> Result<()> {
     if !(a.bucket_mib.is_finite() && a.bucket_mib > 0.0) {
         return Err(exit::bad_input(format!("--bucket-mib {}: must be a positive number", a.bucket_mib)));
     }
-    if a.batch % world != 0 {
+    if !a.batch.is_multiple_of(world) {
         return Err(exit::bad_input(format!("--batch {} (the global batch) must be a multiple of WORLD_SIZE={world}", a.batch)));
     }
     if a.batch == 0 || a.steps == 0 || a.accum == 0 {

@@ -40,7 +40,7 @@ pub struct Stats {
 impl Stats {
     /// From `n` row vectors of width `d`, stored row-major in `feats`.
     pub fn from_features(feats: &[f32], d: usize) -> Stats {
-        assert!(d > 0 && feats.len() % d == 0, "features: {} values for width {d}", feats.len());
+        assert!(d > 0 && feats.len().is_multiple_of(d), "features: {} values for width {d}", feats.len());
         let n = feats.len() / d;
         let x = DMatrix::<f64>::from_fn(n, d, |i, j| feats[i * d + j] as f64);
         let mean = if n == 0 { DVector::zeros(d) } else { x.row_sum().transpose() / n as f64 };
