@@ -149,3 +149,42 @@ fn vector_helpers_match_scalar_loops() {
 fn vector_helpers_reject_mismatched_lengths() {
     kernels::dot_f32(&[1.0; 9], &[1.0; 8]);
 }
+
+/// `dot_rows` and `weighted_rows` (attention over a KV cache) against f64 loops: the head
+/// sizes with AVX2 paths (16, 32, 64, 128) and others (8, 12, 72), cache lengths around
+/// the 4-key passes, padded strides.
+#[test]
+fn cache_row_helpers_match_f64() {
+    let mut rng = Rng::new(0x5eed_0101);
+    for width in [8, 12, 16, 32, 64, 72, 128] {
+        for len in [1, 3, 4, 5, 8, 31, 130] {
+            let stride = width + 5;
+            let q: Vec<f32> = (0..width).map(|_| rng.normal()).collect();
+            let rows: Vec<f32> = (0..(len - 1) * stride + width).map(|_| rng.normal()).collect();
+            let mut scores = vec![f32::NAN; len];
+            kernels::dot_rows(&q, &rows, stride, &mut scores);
+            for (t, &s) in scores.iter().enumerate() {
+                let r = &rows[t * stride..][..width];
+                let want: f64 = q.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = q.iter().zip(r).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                assert!((s as f64 - want).abs() <= 1e-6 * (1.0 + mag), "dot_rows width {width} len {len} t {t}");
+            }
+            let p: Vec<f32> = (0..len).map(|_| rng.normal()).collect();
+            let mut out = vec![f32::NAN; width];
+            kernels::weighted_rows(&p, &rows, stride, &mut out);
+            for (e, &o) in out.iter().enumerate() {
+                let want: f64 = (0..len).map(|t| p[t] as f64 * rows[t * stride + e] as f64).sum();
+                let mag: f64 = (0..len).map(|t| (p[t] as f64 * rows[t * stride + e] as f64).abs()).sum();
+                assert!((o as f64 - want).abs() <= 1e-6 * (1.0 + mag), "weighted_rows width {width} len {len} e {e}");
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "rows past the slice")]
+fn cache_row_helpers_check_lengths() {
+    let mut scores = vec![0f32; 3];
+    // 3 rows of width 4 at stride 6 need 16 floats.
+    kernels::dot_rows(&[1.0; 4], &[0.0; 15], 6, &mut scores);
+}

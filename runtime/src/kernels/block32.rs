@@ -288,14 +288,6 @@ unsafe fn dot<const R: usize, const N: usize, K: Kind>(
     out
 }
 
-/// The lane sums of 4 vectors, transposed and added together.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
-    let s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1))
-}
-
 /// Block `i + j` of the R weight rows against the N activation rows, scales from
 /// `sc[r][k][j]`: the activation quants and bias lanes are loaded once for all R rows, each
 /// weight block is unpacked once for all N.

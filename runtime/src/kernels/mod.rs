@@ -95,7 +95,7 @@ mod x86;
 
 pub use act::quantize_activations;
 pub use cpu::{cpu_features, kernel_level};
-pub use vec::{add, axpy, dot_f32, max, mul, scale, sum};
+pub use vec::{add, axpy, dot_f32, dot_rows, max, mul, scale, sum, weighted_rows};
 
 use crate::quant::{self, GgmlType};
 use act::{ActBuf, Acts};

@@ -126,3 +126,57 @@ pub fn max(x: &[f32]) -> f32 {
         .chain(cx.remainder().iter().copied());
     lanes.fold(f32::NEG_INFINITY, f32::max)
 }
+
+/// Checks the rows `data[t · stride ..][..width]`, `t < len`, lie inside `data`.
+fn rows_fit(data: usize, stride: usize, len: usize, width: usize, what: &str) {
+    assert!(stride >= width, "{what}: stride {stride} < width {width}");
+    assert!(len == 0 || (len - 1) * stride + width <= data, "{what}: rows past the slice");
+}
+
+/// `out[t] = q · keys[t · stride ..][..q.len()]` for `t < out.len()` (attention scores over
+/// a KV cache of rows `stride` apart). AVX2: the query stays in registers and 4 keys share
+/// one horizontal sum, for head sizes 16, 32, 64 and 128.
+pub fn dot_rows(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+    rows_fit(keys.len(), stride, out.len(), q.len(), "dot_rows");
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::has_avx2() {
+        let (qp, kp, op, n) = (q.as_ptr(), keys.as_ptr(), out.as_mut_ptr(), out.len());
+        // SAFETY: AVX2 and FMA detected; the rows fit (checked above), `q` has 8 · V floats.
+        unsafe {
+            match q.len() {
+                16 => return super::x86::dot_rows::<2>(qp, kp, stride, n, op),
+                32 => return super::x86::dot_rows::<4>(qp, kp, stride, n, op),
+                64 => return super::x86::dot_rows::<8>(qp, kp, stride, n, op),
+                128 => return super::x86::dot_rows::<16>(qp, kp, stride, n, op),
+                _ => {}
+            }
+        }
+    }
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = dot_f32(q, &keys[t * stride..][..q.len()]);
+    }
+}
+
+/// `out = Σ_t p[t] · values[t · stride ..][..out.len()]` (attention's weighted sum of a KV
+/// cache). AVX2: `out` accumulates in registers, for head sizes 16, 32, 64 and 128.
+pub fn weighted_rows(p: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+    rows_fit(values.len(), stride, p.len(), out.len(), "weighted_rows");
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::has_avx2() {
+        let (pp, vp, op, n) = (p.as_ptr(), values.as_ptr(), out.as_mut_ptr(), p.len());
+        // SAFETY: AVX2 and FMA detected; the rows fit (checked above), `out` has 8 · V floats.
+        unsafe {
+            match out.len() {
+                16 => return super::x86::weighted_rows::<2>(pp, vp, stride, n, op),
+                32 => return super::x86::weighted_rows::<4>(pp, vp, stride, n, op),
+                64 => return super::x86::weighted_rows::<8>(pp, vp, stride, n, op),
+                128 => return super::x86::weighted_rows::<16>(pp, vp, stride, n, op),
+                _ => {}
+            }
+        }
+    }
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for (t, &w) in p.iter().enumerate() {
+        axpy(w, &values[t * stride..][..out.len()], out);
+    }
+}

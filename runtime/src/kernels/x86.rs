@@ -203,3 +203,58 @@ pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         i += 1;
     }
 }
+
+/// The lane sums of 4 vectors, transposed and added together: `[Σa, Σb, Σc, Σd]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    let s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1))
+}
+
+/// `out[t] = q · keys[t · stride ..][..8 · V]` for `t < len`: the query held in `V`
+/// registers, 4 keys per pass and one transposing horizontal sum for the 4.
+///
+/// # Safety
+/// AVX2+FMA; `q` has `8 · V` floats, `keys` `(len - 1) · stride + 8 · V`, `out` `len`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows<const V: usize>(q: *const f32, keys: *const f32, stride: usize, len: usize, out: *mut f32) {
+    let qv: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(q.add(8 * j)));
+    let mut t = 0;
+    while t + 4 <= len {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (j, &qj) in qv.iter().enumerate() {
+            for (u, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(qj, _mm256_loadu_ps(keys.add((t + u) * stride + 8 * j)), *a);
+            }
+        }
+        _mm_storeu_ps(out.add(t), hsum4(acc[0], acc[1], acc[2], acc[3]));
+        t += 4;
+    }
+    while t < len {
+        let mut a = _mm256_setzero_ps();
+        for (j, &qj) in qv.iter().enumerate() {
+            a = _mm256_fmadd_ps(qj, _mm256_loadu_ps(keys.add(t * stride + 8 * j)), a);
+        }
+        *out.add(t) = hsum(a);
+        t += 1;
+    }
+}
+
+/// `out = Σ_{t < len} p[t] · values[t · stride ..][..8 · V]`, accumulated in `V` registers.
+///
+/// # Safety
+/// AVX2+FMA; `p` has `len` floats, `values` `(len - 1) · stride + 8 · V`, `out` `8 · V`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_rows<const V: usize>(p: *const f32, values: *const f32, stride: usize, len: usize, out: *mut f32) {
+    let mut acc = [_mm256_setzero_ps(); V];
+    for t in 0..len {
+        let w = _mm256_set1_ps(*p.add(t));
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(values.add(t * stride + 8 * j)), *a);
+        }
+    }
+    for (j, &a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * j), a);
+    }
+}

@@ -5,7 +5,7 @@
 //! tokens this loop was ~20% of a single-threaded B q4_0 token.
 
 use super::ops::softmax;
-use crate::kernels::{axpy, dot_f32, parallel_for};
+use crate::kernels::{dot_rows, parallel_for, weighted_rows};
 
 /// Multiply-adds below which the heads run on the calling thread (a pool call costs ~1 µs).
 const SERIAL_MACS: usize = 1 << 14;
@@ -32,14 +32,11 @@ pub fn attend(q: &[f32], heads: usize, cache: &Cache, out: &mut [f32]) {
     let scale = 1.0 / (hd as f32).sqrt();
     let head = |h: usize, o: &mut [f32]| {
         let (qh, at) = (&q[h * hd..][..hd], (h / group) * hd);
-        let mut scores: Vec<f32> = (0..cache.len)
-            .map(|t| dot_f32(qh, &cache.keys[t * cache.stride + at..][..hd]) * scale)
-            .collect();
+        let mut scores = vec![0f32; cache.len];
+        dot_rows(qh, &cache.keys[at..], cache.stride, &mut scores);
+        scores.iter_mut().for_each(|s| *s *= scale);
         softmax(&mut scores);
-        o.iter_mut().for_each(|v| *v = 0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            axpy(p, &cache.values[t * cache.stride + at..][..hd], o);
-        }
+        weighted_rows(&scores, &cache.values[at..], cache.stride, o);
     };
     if cache.len * q.len() < SERIAL_MACS {
         for (h, o) in out.chunks_mut(hd).enumerate() {
@@ -81,7 +78,7 @@ mod tests {
             seed ^= seed << 17;
             (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         };
-        for &(heads, kv_heads, hd, len) in &[(4, 4, 8, 1), (4, 2, 16, 7), (16, 16, 64, 200), (8, 2, 32, 130)] {
+        for &(heads, kv_heads, hd, len) in &[(4, 4, 8, 1), (4, 2, 16, 7), (16, 16, 64, 200), (8, 2, 32, 130), (2, 1, 128, 9), (3, 3, 12, 5)] {
             let stride = kv_heads * hd + 3; // padded rows: offsets must use the stride
             let q: Vec<f32> = (0..heads * hd).map(|_| rnd()).collect();
             let keys: Vec<f32> = (0..len * stride).map(|_| rnd() * 2.0).collect();
