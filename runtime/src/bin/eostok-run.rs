@@ -55,7 +55,9 @@ struct Cli {
     /// Also write the image decoded from K = 1, 2, 4, ... L tokens (OUT-kNNN.png).
     #[arg(long)]
     progressive: bool,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores). The matmul workers spin briefly between calls
+    /// instead of sleeping (llama.cpp does the same); on a machine shared with other busy
+    /// processes, fewer threads or `EOSTOK_POOL=rayon` (sleeping workers) may be faster.
     #[arg(long)]
     threads: Option<usize>,
     /// Print the model's metadata, tensors, CPU features and kernels, then exit.
