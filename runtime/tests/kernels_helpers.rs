@@ -188,3 +188,25 @@ fn cache_row_helpers_check_lengths() {
     // 3 rows of width 4 at stride 6 need 16 floats.
     kernels::dot_rows(&[1.0; 4], &[0.0; 15], 6, &mut scores);
 }
+
+/// `parallel_chunks` hands every element to exactly one task, with the chunk's index, the
+/// last chunk short; on 1 and 3 threads.
+#[test]
+fn parallel_chunks_covers_every_element_once() {
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for (len, chunk) in [(0, 4), (1, 4), (10, 4), (64, 8), (1000, 7)] {
+            let mut data: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            pool.install(|| {
+                kernels::parallel_chunks(&mut data, chunk, &|i, c| {
+                    assert!(c.len() == chunk || (i + 1) * chunk >= len, "short chunk {i} of {len}");
+                    for (j, v) in c.iter_mut().enumerate() {
+                        assert_eq!(*v, (i * chunk + j) as f32, "chunk {i} starts at the wrong element");
+                        *v = -*v - 1.0;
+                    }
+                })
+            });
+            assert!(data.iter().enumerate().all(|(i, &v)| v == -(i as f32) - 1.0), "len {len} chunk {chunk}");
+        }
+    }
+}

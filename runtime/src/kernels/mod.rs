@@ -505,6 +505,22 @@ pub fn parallel_for(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Runs `f(i, chunk)` for the consecutive `chunk_len`-element chunks of `data` (the last
+/// may be shorter) across the matmul threads, as [`parallel_for`]: for row-wise work
+/// between matmuls (the decoder's GELU and attention softmax), which otherwise ran on the
+/// calling thread while the other threads spun.
+pub fn parallel_chunks(data: &mut [f32], chunk_len: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    assert!(chunk_len > 0, "parallel_chunks: empty chunks");
+    let (len, base) = (data.len(), OutPtr(data.as_mut_ptr()));
+    parallel_for(len.div_ceil(chunk_len), &|i| {
+        let start = i * chunk_len;
+        // SAFETY: task `i` has the elements `start .. start + chunk_len` (clipped to `len`),
+        // disjoint between tasks and inside `data`, which is borrowed for the whole call.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), chunk_len.min(len - start)) };
+        f(i, chunk);
+    });
+}
+
 /// Runs `f(0..tasks)` on the spin-waiting pool when it is enabled (no wake-up per call);
 /// `false` when it is off, busy with another caller or sized for another thread count
 /// (then the caller uses rayon).

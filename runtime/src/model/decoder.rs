@@ -5,12 +5,17 @@
 
 use super::ops::{add, gelu, layer_norm, softmax};
 use super::tensors::{Table, Tensors};
-use crate::kernels::{matmul, Weight};
+use crate::kernels::{matmul, parallel_chunks, Weight};
 use crate::quant::GgmlType;
 use anyhow::Result;
 use eostok_models::names as n;
 use eostok_models::Config;
 use std::borrow::Cow;
+
+/// Elements per parallel GELU task (~30 µs of tanh).
+const GELU_CHUNK: usize = 1 << 13;
+/// Attention rows per parallel softmax task.
+const SOFTMAX_ROWS: usize = 16;
 
 struct Linear<'a> {
     w: Weight<'a>,
@@ -167,7 +172,7 @@ impl<'a> Decoder<'a> {
             add(&mut h, &blk.attn_out.forward(&att, b * s));
             let x = blk.ffn_norm.apply(&h, self.eps);
             let mut u = blk.up.forward(&x, b * s);
-            gelu(&mut u);
+            parallel_chunks(&mut u, GELU_CHUNK, &|_, c| gelu(c));
             add(&mut h, &blk.down.forward(&u, b * s));
         }
         // Mask-token rows only -> norm -> pixels.
@@ -201,14 +206,18 @@ impl<'a> Decoder<'a> {
                 // scores[i, j] = q_i . k_j: K as an f32 "weight" [S, hd].
                 let kw = Weight::new(GgmlType::F32, s, hd, as_bytes(&kh)).expect("sizes match by construction");
                 matmul(&kw, &qh, s, &mut scores);
-                for i in 0..s {
-                    let row = &mut scores[i * s..(i + 1) * s];
-                    // Latent i sees latents 0..=i; mask tokens see everything.
-                    let visible = if i < k { i + 1 } else { s };
-                    row[..visible].iter_mut().for_each(|v| *v *= scale);
-                    softmax(&mut row[..visible]);
-                    row[visible..].iter_mut().for_each(|v| *v = 0.0);
-                }
+                // Rows in parallel: s² exponentials per head were the decoder's largest
+                // serial part.
+                parallel_chunks(&mut scores, SOFTMAX_ROWS * s, &|c, rows| {
+                    for (j, row) in rows.chunks_exact_mut(s).enumerate() {
+                        let i = c * SOFTMAX_ROWS + j;
+                        // Latent i sees latents 0..=i; mask tokens see everything.
+                        let visible = if i < k { i + 1 } else { s };
+                        row[..visible].iter_mut().for_each(|v| *v *= scale);
+                        softmax(&mut row[..visible]);
+                        row[visible..].iter_mut().for_each(|v| *v = 0.0);
+                    }
+                });
                 // out[i, e] = sum_j P[i, j] v_j[e]: V^T as a "weight" [hd, S].
                 let vw = Weight::new(GgmlType::F32, hd, s, as_bytes(&vt)).expect("sizes match by construction");
                 matmul(&vw, &scores, s, &mut oh);
