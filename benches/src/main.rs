@@ -53,7 +53,8 @@ enum Command {
         json: bool,
     },
     /// Machine limits: streaming-read bandwidth per thread count (1 GiB buffer), peak f32
-    /// FMA (AVX2) and int8 dot (AVX-VNNI or maddubs) throughput.
+    /// FMA (AVX-512 where our GEMM uses it, else AVX2) and int8 dot (AVX-VNNI or maddubs)
+    /// throughput.
     Roofline {
         /// Thread counts (default 1..=nproc).
         #[arg(long, value_delimiter = ',')]
@@ -458,6 +459,7 @@ fn roofline_cmd(threads: Vec<usize>, sizes: Vec<usize>, reps: usize, json: bool)
             ("read GB/s best", 14),
             ("read GB/s median (min–max)", 26),
             ("f32 FMA GFLOP/s", 15),
+            ("FMA via", 7),
             ("int8 GOPS", 9),
             ("int8 via", 12),
         ],
@@ -471,6 +473,7 @@ fn roofline_cmd(threads: Vec<usize>, sizes: Vec<usize>, reps: usize, json: bool)
     } else {
         "maddubs"
     };
+    let fma_via = if roofline::gemm_uses_avx512() { "avx512" } else { "avx2" };
     for &mib in &sizes {
         let buf = roofline::Buffer::new(mib << 20);
         // Interleaved rounds: bandwidth on this machine moves from run to run.
@@ -484,8 +487,8 @@ fn roofline_cmd(threads: Vec<usize>, sizes: Vec<usize>, reps: usize, json: bool)
             let s = util::Stats::of(&bw[i]);
             let (fma, int8) = peaks[i];
             t.row(
-                &[n.to_string(), mib.to_string(), format!("{:.1}", s.max), s.show(1), format!("{fma:.1}"), format!("{int8:.1}"), via.into()],
-                serde_json::json!({"bench": "roofline", "threads": n, "buffer_bytes": mib << 20, "read_gb_per_s": s.json(), "fma_gflop_per_s": fma, "int8_gop_per_s": int8, "int8_instructions": via}),
+                &[n.to_string(), mib.to_string(), format!("{:.1}", s.max), s.show(1), format!("{fma:.1}"), fma_via.into(), format!("{int8:.1}"), via.into()],
+                serde_json::json!({"bench": "roofline", "threads": n, "buffer_bytes": mib << 20, "read_gb_per_s": s.json(), "fma_gflop_per_s": fma, "fma_instructions": fma_via, "int8_gop_per_s": int8, "int8_instructions": via}),
             );
         }
     }

@@ -103,6 +103,39 @@ unsafe fn fma_loop(iters: usize) -> f32 {
 const FMA_FLOPS_PER_ITER: f64 = 12.0 * 8.0 * 2.0;
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_loop_512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut a = [_mm512_set1_ps(0.0); 12];
+    let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..iters {
+        for acc in a.iter_mut() {
+            *acc = _mm512_fmadd_ps(*acc, x, y);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for acc in a {
+        s = _mm512_add_ps(s, acc);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
+/// Whether the runtime's blocked GEMM uses 16-lane AVX-512 FMAs here (AVX-512F, not capped
+/// by `EOSTOK_KERNELS=scalar|avx2|avx-vnni`; mirrors `kernels::cpu::has_avx512`).
+pub fn gemm_uses_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let capped = matches!(
+            std::env::var("EOSTOK_KERNELS").as_deref(),
+            Ok("scalar" | "avx2" | "avx-vnni")
+        );
+        !capped && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn int8_loop(iters: usize, vnni: bool) -> i32 {
     use std::arch::x86_64::*;
@@ -144,22 +177,26 @@ pub fn has_vnni() -> bool {
     false
 }
 
-/// Peak GFLOP/s of f32 FMA (AVX2) with `threads` threads.
+/// Peak GFLOP/s of f32 FMA with `threads` threads, at the vector width the runtime's GEMM
+/// uses: 16 lanes (AVX-512) where [`gemm_uses_avx512`], else 8 (AVX2).
 pub fn peak_fma(threads: usize) -> Result<f64> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
-        let iters = 20_000_000;
+        let wide = gemm_uses_avx512();
+        let iters = if wide { 10_000_000 } else { 20_000_000 };
         let p = pool(threads)?;
         let t = p.install(|| {
             let t = Instant::now();
             let s: f32 = (0..threads)
                 .into_par_iter()
-                .map(|_| unsafe { fma_loop(iters) })
+                // SAFETY: the instruction sets were detected above.
+                .map(|_| unsafe { if wide { fma_loop_512(iters) } else { fma_loop(iters) } })
                 .sum();
             std::hint::black_box(s);
             t.elapsed().as_secs_f64()
         });
-        return Ok(threads as f64 * iters as f64 * FMA_FLOPS_PER_ITER / t / 1e9);
+        let lanes = if wide { 2.0 } else { 1.0 };
+        return Ok(threads as f64 * iters as f64 * FMA_FLOPS_PER_ITER * lanes / t / 1e9);
     }
     Ok(f64::NAN)
 }
