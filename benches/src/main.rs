@@ -473,7 +473,7 @@ fn roofline_cmd(threads: Vec<usize>, sizes: Vec<usize>, reps: usize, json: bool)
     } else {
         "maddubs"
     };
-    let fma_via = if roofline::gemm_uses_avx512() { "avx512" } else { "avx2" };
+    let fma_via = if eostok_runtime::kernels::gemm_uses_avx512() { "avx512" } else { "avx2" };
     for &mib in &sizes {
         let buf = roofline::Buffer::new(mib << 20);
         // Interleaved rounds: bandwidth on this machine moves from run to run.

@@ -120,21 +120,6 @@ unsafe fn fma_loop_512(iters: usize) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
-/// Whether the runtime's blocked GEMM uses 16-lane AVX-512 FMAs here (AVX-512F, not capped
-/// by `EOSTOK_KERNELS=scalar|avx2|avx-vnni`; mirrors `kernels::cpu::has_avx512`).
-pub fn gemm_uses_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let capped = matches!(
-            std::env::var("EOSTOK_KERNELS").as_deref(),
-            Ok("scalar" | "avx2" | "avx-vnni")
-        );
-        !capped && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn int8_loop(iters: usize, vnni: bool) -> i32 {
@@ -178,11 +163,11 @@ pub fn has_vnni() -> bool {
 }
 
 /// Peak GFLOP/s of f32 FMA with `threads` threads, at the vector width the runtime's GEMM
-/// uses: 16 lanes (AVX-512) where [`gemm_uses_avx512`], else 8 (AVX2).
+/// uses: 16 lanes (AVX-512) where `kernels::gemm_uses_avx512`, else 8 (AVX2).
 pub fn peak_fma(threads: usize) -> Result<f64> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
-        let wide = gemm_uses_avx512();
+        let wide = eostok_runtime::kernels::gemm_uses_avx512();
         let iters = if wide { 10_000_000 } else { 20_000_000 };
         let p = pool(threads)?;
         let t = p.install(|| {

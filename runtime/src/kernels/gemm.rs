@@ -501,8 +501,7 @@ pub(super) mod avx512 {
 
         #[inline]
         fn prefetch(p: *const u8) {
-            // SAFETY: SSE is baseline on x86_64; a prefetch never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+            <super::avx2::Avx2 as Micro>::prefetch(p)
         }
 
         fn decoder(ty: GgmlType) -> Decode {

@@ -335,6 +335,15 @@ fn quantized_rows_reference(
     }
 }
 
+/// Whether the blocked matrix × matrix kernel runs its 16-lane AVX-512 tile on this CPU
+/// (under the `EOSTOK_KERNELS` cap), for benchmarks that compare it with the FMA peak.
+pub fn gemm_uses_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return cpu::has_avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Name of the kernel variant chosen at run time for a type, e.g. "avx2+fma",
 /// "avx2+avx-vnni", "wide", "scalar"; "unsupported" for types [`Weight::new`] refuses.
 pub fn variant(ty: GgmlType) -> &'static str {
@@ -373,13 +382,18 @@ const TASK_BYTES: usize = 1 << 20;
 /// task's weight rows stream through; 4 beat 8 and 64 by 10-15% for batch-64 here.
 const BATCH_TILE: usize = 4;
 
-fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, parallel: bool) {
-    // The fields are public, so re-check what `Weight::new` checked: the kernels rely on it.
+/// Panics unless `w` is what `Weight::new` accepts (the fields are public, and the kernels
+/// rely on it), `x` is `[batch, w.cols]` and `y` `[batch, w.rows]`.
+fn check_call(what: &str, w: &Weight, x: &[f32], batch: usize, y: &[f32]) {
     if let Err(e) = Weight::new(w.ty, w.rows, w.cols, w.data) {
-        panic!("matmul: {e}");
+        panic!("{what}: {e}");
     }
-    assert_eq!(x.len(), batch * w.cols, "matmul: x is not [batch, cols]");
-    assert_eq!(y.len(), batch * w.rows, "matmul: y is not [batch, rows]");
+    assert_eq!(x.len(), batch * w.cols, "{what}: x is not [batch, cols]");
+    assert_eq!(y.len(), batch * w.rows, "{what}: y is not [batch, rows]");
+}
+
+fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, parallel: bool) {
+    check_call("matmul", w, x, batch, y);
     if batch == 0 || w.rows == 0 {
         return;
     }
@@ -423,12 +437,8 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], batch: usize, ys: &mut [&mut [f32]
         return;
     }
     for (w, y) in ws.iter().zip(ys.iter()) {
-        if let Err(e) = Weight::new(w.ty, w.rows, w.cols, w.data) {
-            panic!("matmul_many: {e}");
-        }
-        assert_eq!(y.len(), batch * w.rows, "matmul_many: y is not [batch, rows]");
+        check_call("matmul_many", w, x, batch, y);
     }
-    assert_eq!(x.len(), batch * w0.cols, "matmul_many: x is not [batch, cols]");
     if batch == 0 {
         return;
     }
@@ -475,14 +485,11 @@ fn run_rows(ws: &[&Weight], acts: &Acts, ys: &mut [&mut [f32]], kernel: &Kernel,
             starts.push(starts[starts.len() - 1] + w.rows.div_ceil(c));
         }
         let tasks = starts[ws.len()];
-        let f = |t: usize| {
+        parallel_for(tasks, &|t| {
             let j = starts.partition_point(|&s| s <= t) - 1;
             let i = t - starts[j];
             task(j, i * chunks[j], ((i + 1) * chunks[j]).min(ws[j].rows));
-        };
-        if !on_pool(tasks, &f) {
-            (0..tasks).into_par_iter().for_each(f);
-        }
+        });
     } else {
         for (j, w) in ws.iter().enumerate() {
             task(j, 0, w.rows);
@@ -549,10 +556,10 @@ fn run_gemm(w: &Weight, acts: &Acts, y: &mut [f32], rows_fn: RowsFn, parallel: b
             unsafe { transpose_into(c, r1 - r0, batch, out.get().add(r0), rows) };
         });
     };
-    if !parallel {
+    if parallel {
+        parallel_for(tasks, &task);
+    } else {
         (0..tasks).for_each(task);
-    } else if !on_pool(tasks, &task) {
-        (0..tasks).into_par_iter().for_each(task);
     }
 }
 

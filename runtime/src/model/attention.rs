@@ -5,7 +5,7 @@
 //! tokens this loop was ~20% of a single-threaded B q4_0 token.
 
 use super::ops::softmax;
-use crate::kernels::{dot_rows, parallel_for, weighted_rows};
+use crate::kernels::{dot_rows, parallel_chunks, weighted_rows};
 
 /// Multiply-adds below which the heads run on the calling thread (a pool call costs ~1 µs).
 const SERIAL_MACS: usize = 1 << 14;
@@ -42,24 +42,8 @@ pub fn attend(q: &[f32], heads: usize, cache: &Cache, out: &mut [f32]) {
         for (h, o) in out.chunks_mut(hd).enumerate() {
             head(h, o);
         }
-        return;
-    }
-    let base = SendPtr(out.as_mut_ptr());
-    parallel_for(heads, &|h| {
-        // SAFETY: task `h` writes only `out[h·hd .. (h+1)·hd]`, disjoint between tasks and
-        // inside `out`, which outlives the call.
-        let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(h * hd), hd) };
-        head(h, o);
-    });
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
+    } else {
+        parallel_chunks(out, hd, &|h, o| head(h, o));
     }
 }
 
