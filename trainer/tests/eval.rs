@@ -243,6 +243,42 @@ fn fd_cli_fixture_against_the_bundled_model() {
 }
 
 #[test]
+fn dataset_parts_are_disjoint_and_cover_the_set() {
+    use eostok_train::eval::sources::{Plan, Source};
+    let fixture = root().join("tests/fixtures/fashion-mnist");
+    let f = fixture.to_str().unwrap();
+    let whole = Source::open(f).unwrap();
+    let all = match whole.plan(usize::MAX, None, 0).unwrap() {
+        Plan::Indices(v) => v,
+        Plan::Classes(_) => panic!("a dataset plans indices"),
+    };
+    let mut seen = vec![0u32; all.len()];
+    for k in 1..=3 {
+        let part = Source::open(&format!("{f}:{k}/3")).unwrap();
+        assert!(part.describe().contains(&format!("part {k} of 3")), "{}", part.describe());
+        let Plan::Indices(idx) = part.plan(usize::MAX, None, 7).unwrap() else { panic!() };
+        // Each part holds about a third, the same set whatever the seed.
+        assert!(idx.len().abs_diff(all.len() / 3) <= 1, "part {k}: {} of {}", idx.len(), all.len());
+        let Plan::Indices(mut again) = part.plan(usize::MAX, None, 99).unwrap() else { panic!() };
+        let mut sorted = idx.clone();
+        sorted.sort();
+        again.sort();
+        assert_eq!(sorted, again, "part {k} depends on the seed");
+        for i in idx {
+            seen[i] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1), "parts overlap or miss images: {seen:?}");
+    for bad in [":0/2", ":3/2", ":1/0"] {
+        let e = Source::open(&format!("{f}{bad}")).err().expect("a bad part is refused");
+        assert!(format!("{e}").contains("K <= M"), "{e}");
+    }
+    let model = root().join("runtime/assets/default.gguf");
+    let e = Source::open(&format!("{}:1/2", model.display())).err().expect("a model has no parts");
+    assert!(format!("{e}").contains("not from a model"), "{e}");
+}
+
+#[test]
 fn fd_cli_bad_input() {
     let real = root().join("tests/fixtures/fashion-mnist");
     let r = real.to_str().unwrap();

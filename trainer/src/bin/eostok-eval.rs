@@ -118,7 +118,7 @@ impl SamplingCli {
 
 #[derive(clap::Args)]
 struct FdCli {
-    /// Reference images: fashion-mnist, fashion-mnist-test, emoji (asset cache), an IDX/ImageFolder path, a flat folder of images, or a .gguf model.
+    /// Reference images: fashion-mnist, fashion-mnist-test, emoji (asset cache), an IDX/ImageFolder path, a flat folder of images, or a .gguf model. A dataset or folder with `:K/M` is part K of M disjoint parts (`--real emoji:1/2 --fake emoji:2/2`: a floor for a set with one split).
     #[arg(long)]
     real: String,
     /// Evaluated images: a .gguf model to sample from (eostok-runtime, CPU), or any source --real accepts.

@@ -5,6 +5,12 @@
 //! | `fashion-mnist`, `fashion-mnist-test`, `emoji`, an IDX or ImageFolder path | a dataset (see `data::resolve`) |
 //! | a directory holding images directly (no class folders) | a flat folder, sorted by name, no labels |
 //! | a `.gguf` file (or any file starting with `GGUF`) | class-conditional samples from the model (eostok-runtime, CPU) |
+//! | a dataset or folder, then `:K/M` (e.g. `emoji:1/2`) | part K of M disjoint parts of it |
+//!
+//! Parts give a real floor for a set with one split: `--real emoji:1/2
+//! --fake emoji:2/2` compares two halves that share no image. The parts come
+//! from one fixed shuffle (not `--seed`), so part K is the same set whatever
+//! the seed; `--seed` then picks the first `n` inside it.
 //!
 //! Selection of `n` images:
 //! * datasets and folders: the first `n` of a seeded shuffle of the
@@ -124,6 +130,19 @@ pub struct Source {
     /// As the user wrote it.
     pub spec: String,
     pub kind: SourceKind,
+    /// `:K/M`: only part K (1-based) of M disjoint parts.
+    pub part: Option<(usize, usize)>,
+}
+
+/// The fixed shuffle that deals a set's images into parts.
+const PART_SEED: u64 = 0x9A27_5EED;
+
+/// `SPEC:K/M` -> (`SPEC`, K, M), when the suffix parses.
+fn split_part(spec: &str) -> Option<(&str, &str)> {
+    let (base, part) = spec.rsplit_once(':')?;
+    let (k, m) = part.split_once('/')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (!base.is_empty() && digits(k) && digits(m)).then_some((base, part))
 }
 
 /// What to draw from a source.
@@ -177,6 +196,21 @@ fn flat_images(dir: &Path) -> Option<Vec<PathBuf>> {
 
 impl Source {
     pub fn open(spec: &str) -> Result<Source> {
+        // A path that exists wins over the `:K/M` reading of its name.
+        if let Some((base, part)) = split_part(spec).filter(|_| !Path::new(spec).exists()) {
+            let (k, m) = part.split_once('/').expect("split_part checked the form");
+            let (k, m): (usize, usize) = (k.parse().unwrap_or(0), m.parse().unwrap_or(0));
+            if m == 0 || k == 0 || k > m {
+                return Err(bad_input(format!("{spec}: a part is :K/M with 1 <= K <= M (e.g. emoji:1/2)")));
+            }
+            let mut src = Source::open(base)?;
+            if src.is_model() {
+                return Err(bad_input(format!("{spec}: parts (:K/M) select from datasets and folders, not from a model")));
+            }
+            src.spec = spec.to_string();
+            src.part = Some((k, m));
+            return Ok(src);
+        }
         let p = Path::new(spec);
         let kind = if is_gguf(p) {
             let f = GgufFile::open(p).bad_input(p.display())?;
@@ -189,7 +223,20 @@ impl Source {
         } else {
             SourceKind::Dataset(resolve_data(spec, None)?)
         };
-        Ok(Source { spec: spec.to_string(), kind })
+        Ok(Source { spec: spec.to_string(), kind, part: None })
+    }
+
+    /// Whether item `i` of `len` is in this source's part (always, without one).
+    fn in_part(&self, len: usize) -> impl Fn(usize) -> bool {
+        let member: Option<Vec<bool>> = self.part.map(|(k, m)| {
+            let (order, _) = epoch_order(len, PART_SEED, 0, false);
+            let mut member = vec![false; len];
+            for (pos, &i) in order.iter().enumerate() {
+                member[i as usize] = pos % m == k - 1;
+            }
+            member
+        });
+        move |i| member.as_ref().is_none_or(|m| m[i])
     }
 
     /// The sampling a model source's file recommends (checked; a bad value is
@@ -217,7 +264,10 @@ impl Source {
     /// One line for logs.
     pub fn describe(&self) -> String {
         match &self.kind {
-            SourceKind::Dataset(d) => d.describe(),
+            SourceKind::Dataset(d) => match self.part {
+                Some((k, m)) => format!("{}, part {k} of {m}", d.describe()),
+                None => d.describe(),
+            },
             SourceKind::Flat(f) => format!("{} ({} images, flat folder)", self.spec, f.len()),
             SourceKind::Gguf(f) => match Model::load(f) {
                 Ok(m) => format!("{} (model '{}', {} px, {} classes)", self.spec, m.cfg.name, m.cfg.image_size, m.cfg.num_classes),
@@ -285,7 +335,9 @@ impl Source {
             }
             SourceKind::Dataset(d) => {
                 let (order, _) = epoch_order(d.len(), seed, 0, false);
-                let picked: Vec<usize> = order.into_iter().map(|i| i as usize).filter(|&i| class.is_none_or(|c| d.label(i) == c)).take(n).collect();
+                let in_part = self.in_part(d.len());
+                let picked: Vec<usize> =
+                    order.into_iter().map(|i| i as usize).filter(|&i| in_part(i) && class.is_none_or(|c| d.label(i) == c)).take(n).collect();
                 if picked.is_empty() {
                     return Err(bad_input(format!("{}: no image of the selected class", self.spec)));
                 }
@@ -293,7 +345,8 @@ impl Source {
             }
             SourceKind::Flat(files) => {
                 let (order, _) = epoch_order(files.len(), seed, 0, false);
-                Ok(Plan::Indices(order.into_iter().map(|i| i as usize).take(n).collect()))
+                let in_part = self.in_part(files.len());
+                Ok(Plan::Indices(order.into_iter().map(|i| i as usize).filter(|&i| in_part(i)).take(n).collect()))
             }
         }
     }
