@@ -12,7 +12,7 @@ use anyhow::Result;
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use eostok_models::Config;
-use eostok_runtime::kernels::{matmul, variant, Weight};
+use eostok_runtime::kernels::{matmul, variant_at, Weight};
 use eostok_runtime::quant::GgmlType;
 use std::time::Instant;
 
@@ -55,7 +55,7 @@ pub struct Row {
     pub rows: usize,
     pub cols: usize,
     pub batch: usize,
-    pub variant: &'static str,
+    pub variant: String,
     pub ours_s: Stats,
     pub candle_s: Option<Stats>,
     pub weight_bytes: usize,
@@ -184,7 +184,7 @@ pub fn run(
                     rows,
                     cols,
                     batch,
-                    variant: variant(ty),
+                    variant: variant_at(ty, batch),
                     ours_s: ours,
                     candle_s: candle,
                     weight_bytes: one.len(),
@@ -200,10 +200,14 @@ fn emit(table: &mut Table, r: &Row, lim: &Limits) {
     let t = r.ours_s.median;
     let gbs = r.weight_bytes as f64 / t / 1e9;
     let gflops = 2.0 * (r.rows * r.cols * r.batch) as f64 / t / 1e9;
-    // Matrix × vector is bound by memory, matrix × matrix by FMA (f32/f16) or int8 dots.
+    // Matrix × vector is bound by memory, matrix × matrix by FMA (f32/f16, and quantized
+    // weights dequantized into the f32 GEMM) or by int8 dots (the AVX-512 VNNI GEMM).
     let quantized = !matches!(r.ty.as_str(), "f32" | "f16");
+    let int8 = r.variant.contains("i8 gemm");
     let roof = if r.batch == 1 {
         gbs / lim.bandwidth_gbs
+    } else if int8 {
+        gflops / lim.int8_gops
     } else {
         gflops / lim.fma_gflops
     };
@@ -225,7 +229,7 @@ fn emit(table: &mut Table, r: &Row, lim: &Limits) {
         serde_json::json!({
             "bench": "kernels", "config": r.config, "type": r.ty, "part": r.part, "rows": r.rows, "cols": r.cols, "batch": r.batch,
             "variant": r.variant, "us_per_call": r.ours_s.json(), "weight_bytes": r.weight_bytes, "gb_per_s": gbs, "gflop_per_s": gflops,
-            "roofline": if r.batch == 1 { "bandwidth" } else { "fma" }, "fraction_of_roofline": roof,
+            "roofline": if r.batch == 1 { "bandwidth" } else if int8 { "int8" } else { "fma" }, "fraction_of_roofline": roof,
             "fraction_of_int8_peak": if quantized && r.batch > 1 { Some(gflops / lim.int8_gops) } else { None },
             "candle_us_per_call": r.candle_s.map(|c| c.median * 1e6), "speedup_vs_candle": vs,
         }),

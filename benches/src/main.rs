@@ -468,7 +468,9 @@ fn roofline_cmd(threads: Vec<usize>, sizes: Vec<usize>, reps: usize, json: bool)
         .iter()
         .map(|&n| Ok((roofline::peak_fma(n)?, roofline::peak_int8(n)?)))
         .collect::<Result<_>>()?;
-    let via = if roofline::has_vnni() {
+    let via = if eostok_runtime::kernels::int8_gemm_available() {
+        "avx512-vnni"
+    } else if roofline::has_vnni() {
         "avx-vnni"
     } else {
         "maddubs"

@@ -1,6 +1,7 @@
 //! The machine's limits: streaming-read bandwidth over a buffer far larger than the caches
-//! (per thread count), peak f32 FMA throughput (AVX2, the width our kernels use) and peak
-//! int8 dot throughput (AVX-VNNI `vpdpbusd` where present, else `vpmaddubsw`+`vpmaddwd`).
+//! (per thread count), peak f32 FMA throughput and peak int8 dot throughput, each at the
+//! width our kernels use here: FMA on AVX-512 or AVX2; int8 by AVX-512 VNNI `vpdpbusd`
+//! (the int8 GEMM), else AVX-VNNI `vpdpbusd`, else `vpmaddubsw`+`vpmaddwd`.
 
 use crate::util::{pool, Stats};
 use anyhow::Result;
@@ -150,6 +151,26 @@ unsafe fn int8_loop(iters: usize, vnni: bool) -> i32 {
 /// int8 ops (multiply + add = 2) per `int8_loop` iteration: 12 × 32 products × 2.
 const INT8_OPS_PER_ITER: f64 = 12.0 * 32.0 * 2.0;
 
+/// 12 independent 64-lane `vpdpbusd`s per iteration (AVX-512 VNNI), the width of the
+/// runtime's int8 GEMM.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn int8_loop_512(iters: usize) -> i32 {
+    use std::arch::x86_64::*;
+    let mut a = [_mm512_setzero_si512(); 12];
+    let (u, s) = (_mm512_set1_epi8(3), _mm512_set1_epi8(-2));
+    for _ in 0..iters {
+        for acc in a.iter_mut() {
+            *acc = _mm512_dpbusd_epi32(*acc, u, s);
+        }
+    }
+    let mut t = _mm512_setzero_si512();
+    for acc in a {
+        t = _mm512_add_epi32(t, acc);
+    }
+    _mm512_reduce_add_epi32(t)
+}
+
 pub fn has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -190,18 +211,23 @@ pub fn peak_fma(threads: usize) -> Result<f64> {
 pub fn peak_int8(threads: usize) -> Result<f64> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        let (iters, vnni) = (20_000_000, has_vnni());
+        // At the width the runtime's int8 GEMM uses: 64 lanes where
+        // `kernels::int8_gemm_available`, else 32 (AVX-VNNI, or AVX2 multiplies).
+        let wide = eostok_runtime::kernels::int8_gemm_available();
+        let (iters, vnni) = (if wide { 10_000_000 } else { 20_000_000 }, has_vnni());
         let p = pool(threads)?;
         let t = p.install(|| {
             let t = Instant::now();
             let s: i64 = (0..threads)
                 .into_par_iter()
-                .map(|_| unsafe { int8_loop(iters, vnni) } as i64)
+                // SAFETY: AVX2 detected above; AVX-512 VNNI where `wide`.
+                .map(|_| unsafe { if wide { int8_loop_512(iters) } else { int8_loop(iters, vnni) } } as i64)
                 .sum();
             std::hint::black_box(s);
             t.elapsed().as_secs_f64()
         });
-        return Ok(threads as f64 * iters as f64 * INT8_OPS_PER_ITER / t / 1e9);
+        let lanes = if wide { 2.0 } else { 1.0 };
+        return Ok(threads as f64 * iters as f64 * INT8_OPS_PER_ITER * lanes / t / 1e9);
     }
     Ok(f64::NAN)
 }

@@ -25,6 +25,11 @@
 //!   `amax_blk/127 · 0.501` for Q8_K (f32 scale), giving `Σ_c |W|·e_c`; for Q4_1 also the f16
 //!   roundings of Q8_1's `s` and `d` times `m`: `2⁻¹⁰·Σ_blk max|W_blk|·Σ_blk|x|`; plus
 //!   `1e-5·S` for f32 arithmetic.
+//! - Where the CPU has AVX-512 VNNI, Q8_0/Q4_0/Q4_1/Q4_K at batch ≥ 12 multiply in int8
+//!   instead (`kernels::int8_gemm_available`, the runtime's `gemm_i8`), and
+//!   `matmul_reference` is that kernel's scalar twin: vs f64 the activations' 8-bit
+//!   rounding per 32-block with an f32 scale, `Σ_c |W|·amax_blk/127·0.5` (×1.001) plus
+//!   `1e-5·S`; SIMD vs reference `1e-5·S` (they are bit-identical, tested in the crate).
 
 mod common;
 
@@ -128,7 +133,14 @@ const MIN_BATCH: usize = 12;
 /// Whether quantized weights at this batch are dequantized (the blocked kernel) rather than
 /// dotted against quantized activations.
 fn dequantized(ty: GgmlType, batch: usize) -> bool {
-    !matches!(ty, GgmlType::F32 | GgmlType::F16) && batch >= MIN_BATCH
+    !matches!(ty, GgmlType::F32 | GgmlType::F16) && batch >= MIN_BATCH && !int8(ty, batch)
+}
+
+/// Whether `matmul` (and `matmul_reference`) take the int8 AVX-512 VNNI GEMM.
+fn int8(ty: GgmlType, batch: usize) -> bool {
+    kernels::int8_gemm_available()
+        && matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K)
+        && batch >= MIN_BATCH
 }
 
 /// The bounds (see the module doc) for one output: `matmul` vs f64, `matmul` vs
@@ -159,6 +171,18 @@ fn bounds(ty: GgmlType, cols: usize, batch: usize, wr: &[f32], xr: &[f32], s: f6
             exact: gemm + 1e-30,
             vs_reference: gemm + 2f64.powi(-24) * s + 1e-30,
             reference: f64_sum,
+        };
+    }
+    if int8(ty, batch) {
+        let mut e = 0.0;
+        for (wb, xb) in wr.chunks(32).zip(xr.chunks(32)) {
+            let amax = xb.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+            e += amax / 127.0 * 0.5 * 1.001 * wb.iter().map(|&v| (v as f64).abs()).sum::<f64>();
+        }
+        return Bounds {
+            exact: e + 1e-5 * s,
+            vs_reference: 1e-5 * s + 1e-30,
+            reference: e + 1e-5 * s,
         };
     }
     let act_blk = match ty {

@@ -52,6 +52,7 @@ pub(super) fn kernel<K: Kind>(name: &'static str) -> super::Kernel {
         fast_quantizer: true,
         bias: K::BIAS,
         gemm: None,
+        int8_gemm: false,
     }
 }
 

@@ -812,6 +812,7 @@ mod tests {
             };
             let forced = Kernel {
                 gemm: Some(Gemm { min_batch: 1, ..g }),
+                int8_gemm: false,
                 ..kernel
             };
             for (i, &(rows, cols, batch)) in SHAPES.iter().enumerate() {
@@ -857,6 +858,7 @@ mod tests {
             let kernel = select(ty);
             let with = |rows: super::super::RowsFn| Kernel {
                 gemm: Some(Gemm { rows, min_batch: 1 }),
+                int8_gemm: false,
                 ..kernel
             };
             let (k2, k512) = (with(rows_for::<Avx2>), with(rows_for::<Avx512>));
@@ -976,10 +978,12 @@ mod tests {
             assert_eq!(g.min_batch, MIN_BATCH, "{ty}");
             let forced = Kernel {
                 gemm: Some(Gemm { min_batch: 1, ..g }),
+                int8_gemm: false,
                 ..kernel
             };
             let dots = Kernel {
                 gemm: None,
+                int8_gemm: false,
                 ..kernel
             };
             let mut differ = 0;
@@ -1057,6 +1061,7 @@ mod tests {
         }
         let dots = Kernel {
             gemm: None,
+            int8_gemm: false,
             ..kernel
         };
         let cfg = eostok_models::Config::preset("B").unwrap();

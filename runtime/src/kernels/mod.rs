@@ -73,6 +73,7 @@ mod dequant;
 mod f16;
 mod f32;
 mod gemm;
+mod gemm_i8;
 #[cfg(target_arch = "aarch64")]
 mod neon_act;
 #[cfg(target_arch = "aarch64")]
@@ -219,6 +220,9 @@ struct Kernel {
     /// quantized type `dequant::rows_reference`) for calls with at least `min_batch`
     /// activation rows; `rows` serves the others.
     gemm: Option<Gemm>,
+    /// From [`gemm::MIN_BATCH`] rows on, the int8 AVX-512 VNNI kernel (`gemm_i8`) instead
+    /// of `gemm`.
+    int8_gemm: bool,
 }
 
 /// A `gemm` entry point: called once per task with every activation row, packed into
@@ -237,6 +241,7 @@ impl Kernel {
             fast_quantizer: true,
             bias: None,
             gemm: None,
+            int8_gemm: false,
         }
     }
 
@@ -273,6 +278,7 @@ fn select(ty: GgmlType) -> Kernel {
         Some(rows) if k.gemm.is_none() && dequant::is_quantized(ty) => k.with_gemm(rows),
         _ => k,
     });
+    let simd = simd.map(|k| Kernel { int8_gemm: gemm_i8::serves(ty) && gemm_i8::available(), ..k });
     simd.unwrap_or_else(|| reference_kernel(ty))
 }
 
@@ -309,6 +315,7 @@ fn reference_kernel(ty: GgmlType) -> Kernel {
         fast_quantizer: false,
         bias: None,
         gemm,
+        int8_gemm: false,
     }
 }
 
@@ -344,6 +351,37 @@ pub fn gemm_uses_avx512() -> bool {
     false
 }
 
+/// Whether quantized weights at the blocked kernels' batch multiply in int8 with AVX-512
+/// VNNI on this CPU (`gemm_i8`; off under `EOSTOK_KERNELS` caps of `avx-vnni` or lower),
+/// for benchmarks that compare it with the int8 peak.
+pub fn int8_gemm_available() -> bool {
+    gemm_i8::available()
+}
+
+/// The path a matmul of `ty` with `batch` activation rows takes here: [`variant`] for the
+/// per-row dots, else the blocked kernel's (`"avx512-vnni i8 gemm"`, `"avx512 gemm"`,
+/// `"avx2+fma gemm"`, `"neon gemm"`, or the scalar reference's `"scalar gemm"`).
+pub fn variant_at(ty: GgmlType, batch: usize) -> String {
+    let k = if WEIGHT_TYPES.contains(&ty) { select(ty) } else { return "unsupported".into() };
+    if k.int8_gemm && batch >= gemm::MIN_BATCH {
+        return "avx512-vnni i8 gemm".into();
+    }
+    match k.gemm {
+        // SIMD levels (`Kernel::simd`) have the fast quantizer; the reference does not.
+        Some(g) if batch >= g.min_batch && k.fast_quantizer => {
+            if gemm_uses_avx512() {
+                "avx512 gemm".into()
+            } else if cfg!(target_arch = "aarch64") {
+                "neon gemm".into()
+            } else {
+                "avx2+fma gemm".into()
+            }
+        }
+        Some(g) if batch >= g.min_batch => "scalar gemm".into(),
+        _ => k.name.into(),
+    }
+}
+
 /// Name of the kernel variant chosen at run time for a type, e.g. "avx2+fma",
 /// "avx2+avx-vnni", "wide", "scalar"; "unsupported" for types [`Weight::new`] refuses.
 pub fn variant(ty: GgmlType) -> &'static str {
@@ -364,7 +402,15 @@ pub fn matmul(w: &Weight, x: &[f32], batch: usize, y: &mut [f32]) {
 
 /// Same as [`matmul`], on one thread with the scalar reference kernels and the reference
 /// activation quantizer, for tests and `--info` comparisons.
+///
+/// Where [`matmul`] multiplies in int8 ([`int8_gemm_available`]: Q8_0/Q4_0/Q4_1/Q4_K from
+/// the blocked kernels' batch on), this is that kernel's scalar twin, bit for bit.
 pub fn matmul_reference(w: &Weight, x: &[f32], batch: usize, y: &mut [f32]) {
+    if gemm_i8::available() && gemm_i8::serves(w.ty) && batch >= gemm::MIN_BATCH {
+        check_call("matmul_reference", w, x, batch, y);
+        gemm_i8::reference(w, x, batch, y);
+        return;
+    }
     run(w, x, batch, y, reference_kernel(w.ty), false);
 }
 
@@ -404,6 +450,11 @@ fn run(w: &Weight, x: &[f32], batch: usize, y: &mut [f32], kernel: Kernel, paral
         && w.rows * w.cols * batch >= SERIAL_MACS
         && w.rows > 1
         && rayon::current_num_threads() > 1;
+    // Quantized weights × many rows: int8 with AVX-512 VNNI where the CPU has it.
+    if kernel.int8_gemm && batch >= gemm::MIN_BATCH {
+        gemm_i8::matmul(w, x, batch, y, parallel);
+        return;
+    }
     let gemm = kernel.gemm.filter(|g| batch >= g.min_batch);
     // The blocked kernel reads f32 activations only (packed): none are quantized for it.
     let act_ty = if gemm.is_some() { GgmlType::F32 } else { w.ty };
