@@ -180,3 +180,105 @@ pub fn weighted_rows(p: &[f32], values: &[f32], stride: usize, out: &mut [f32]) 
         axpy(w, &values[t * stride..][..out.len()], out);
     }
 }
+
+/// `x[i] = exp(x[i] − m)`, returning `Σ x[i]` (softmax's numerator and denominator), with
+/// `wide`'s polynomial exp (a few ulp; the scalar libm `expf` made the decoder's s² exps per
+/// head a third of its time). Arguments below about −87.3 and `−inf` give 0, as libm's; a
+/// NaN anywhere makes every output NaN, as the scalar loop would.
+pub fn exp_sub_sum(x: &mut [f32], m: f32) -> f32 {
+    if m.is_nan() || x.iter().any(|v| v.is_nan()) {
+        x.fill(f32::NAN);
+        return f32::NAN;
+    }
+    let mv = f32x8::splat(m);
+    let mut acc = f32x8::ZERO;
+    let mut cx = x.chunks_exact_mut(8);
+    for c in &mut cx {
+        let e = (load(c) - mv).exp();
+        acc += e;
+        store(e, c);
+    }
+    let mut tail = 0.0;
+    for v in cx.into_remainder() {
+        *v = (*v - m).exp();
+        tail += *v;
+    }
+    acc.reduce_add() + tail
+}
+
+/// tanh-approximated GELU in place, `0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³)))`, with
+/// `tanh(t) = 1 − 2 / (exp(2t) + 1)` on `wide`'s exp (`2t` clamped to ±80, where tanh is
+/// ±1 in f32; the scalar `tanhf` was most of the decoder's non-matmul time). NaN stays NaN.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    let (c, k, half, one, two, lim) = (
+        f32x8::splat(C),
+        f32x8::splat(0.044_715),
+        f32x8::splat(0.5),
+        f32x8::ONE,
+        f32x8::splat(2.0),
+        f32x8::splat(80.0),
+    );
+    let mut cx = x.chunks_exact_mut(8);
+    for ch in &mut cx {
+        let u = load(ch);
+        let t2 = (two * c * (u + k * u * u * u)).max(-lim).min(lim);
+        let tanh = one - two / (t2.exp() + one);
+        let g = half * u * (one + tanh);
+        store(u.is_nan().blend(u, g), ch);
+    }
+    for v in cx.into_remainder() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (C * (u + 0.044_715 * u * u * u)).tanh());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_rng::Rng;
+    use super::*;
+
+    #[test]
+    fn exp_sub_sum_matches_f64() {
+        let mut rng = Rng(21);
+        for n in [1, 7, 8, 9, 64, 515] {
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 30.0).collect();
+            let m = max(&x);
+            let mut y = x.clone();
+            let s = exp_sub_sum(&mut y, m);
+            let mut want_sum = 0f64;
+            for (&a, &b) in x.iter().zip(&y) {
+                let want = ((a - m) as f64).exp();
+                want_sum += want;
+                assert!((b as f64 - want).abs() <= 4e-7 * want + 1e-38, "exp({}) = {b}, want {want}", a - m);
+            }
+            assert!((s as f64 - want_sum).abs() <= 1e-6 * want_sum, "{s} vs {want_sum}");
+        }
+        // Masked scores and far-below-max values give 0; NaN poisons the row.
+        let mut y = [0.0, f32::NEG_INFINITY, -100.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let s = exp_sub_sum(&mut y, 0.0);
+        assert_eq!(&y[..3], &[1.0, 0.0, 0.0]);
+        assert!((s - (6.0 + (-1f32).exp())).abs() < 1e-5, "{s}");
+        let mut y = [0.0; 9];
+        y[4] = f32::NAN;
+        assert!(exp_sub_sum(&mut y, 0.0).is_nan() && y.iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn gelu_tanh_matches_f64() {
+        let mut rng = Rng(22);
+        let mut x: Vec<f32> = (0..1003).map(|_| rng.uniform() * 12.0).collect();
+        x.extend([0.0, -0.0, 1e-30, -1e-30, 50.0, -50.0, 1e30, -1e30, 9.0, -9.0, 1e-4, -1e-4, 3.0, -3.0, 0.5, -0.5]);
+        let mut y = x.clone();
+        gelu_tanh(&mut y);
+        for (&u, &g) in x.iter().zip(&y) {
+            let u64_ = u as f64;
+            let want = 0.5 * u64_ * (1.0 + (0.797_884_560_802_865_4 * (u64_ + 0.044_715 * u64_.powi(3))).tanh());
+            // Absolute error of tanh near 0 is ~1e-7 (the 1 − 2/(e+1) form), so bound by |u|.
+            assert!((g as f64 - want).abs() <= 3e-7 * u64_.abs() + 1e-37, "gelu({u}) = {g}, want {want}");
+        }
+        let mut y = [f32::NAN; 8];
+        gelu_tanh(&mut y);
+        assert!(y.iter().all(|v| v.is_nan()));
+    }
+}

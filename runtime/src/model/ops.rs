@@ -29,13 +29,9 @@ pub fn modulate(x: &mut [f32], shift: &[f32], scale: &[f32]) {
     }
 }
 
-/// tanh-approximated GELU (the model's activation), in place.
+/// tanh-approximated GELU (the model's activation), in place (`kernels::gelu_tanh`).
 pub fn gelu(x: &mut [f32]) {
-    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-    for v in x.iter_mut() {
-        let u = *v;
-        *v = 0.5 * u * (1.0 + (C * (u + 0.044_715 * u * u * u)).tanh());
-    }
+    crate::kernels::gelu_tanh(x);
 }
 
 /// SiLU in place.
@@ -47,14 +43,9 @@ pub fn silu(x: &mut [f32]) {
 
 /// Softmax in place (max-subtracted).
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
+    let max = crate::kernels::max(x);
+    let inv = 1.0 / crate::kernels::exp_sub_sum(x, max);
+    crate::kernels::scale(x, inv);
 }
 
 /// y += a * x
