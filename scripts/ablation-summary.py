@@ -67,8 +67,10 @@ print("|---|---|" + "---|" * len(cols))
 for arm, seeds in arms.items():
     cells = [cell([seeds[s].get(c[0]) for s in seeds], c[2]) for c in cols]
     print(f"| {arm} | {len(seeds)} | " + " | ".join(cells) + " |")
-floor = load(os.path.join(root, "floor-fmnist.json"))
-if floor:
-    parts = [f"{m['fd_name']} {m['fd']:.2f}" for m in floor.get("metrics", [])]
-    print(f"\nReal floor (Fashion-MNIST test vs train, n={os.environ.get('N', '?')}): " + ", ".join(parts))
+for name, what in [("floor-fmnist.json", "Fashion-MNIST test vs train"), ("floor-emoji.json", "emoji, two disjoint halves")]:
+    floor = load(os.path.join(root, name))
+    if floor:
+        parts = [f"{m['fd_name']} {m['fd']:.2f}" for m in floor.get("metrics", [])]
+        n = min(s.get("n", 0) for s in (floor.get("real", {}), floor.get("fake", {}))) or os.environ.get("N", "?")
+        print(f"\nReal floor ({what}, n={n}): " + ", ".join(parts))
 print("\nmean ± half the range over seeds; codebook usage/perplexity/recon on 500 test images; AR top-1 = mean of the last 5 logged training steps.")
