@@ -180,6 +180,30 @@ pub(super) trait Micro {
         add: bool,
     );
 
+    /// Whether [`Micro::tile_pair`] is implemented.
+    const PAIR: bool = false;
+
+    /// [`Micro::tile`] over two activation panels at once (`x0` full, `x1` with `lanes1`
+    /// lanes; outputs `c[i · cs + l]` for `l < NR + lanes1`), each output the same FMA chain
+    /// as in `tile`: one weight broadcast feeds both panels.
+    ///
+    /// # Safety
+    /// As [`Micro::tile`], for both panels.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_pair(
+        _kc: usize,
+        _w: *const f32,
+        _x0: *const f32,
+        _x1: *const f32,
+        _c: *mut f32,
+        _cs: usize,
+        _rows: usize,
+        _lanes1: usize,
+        _add: bool,
+    ) {
+        unreachable!("tile_pair without PAIR")
+    }
+
     /// Asks for the cache line at `p` in L2 (never faults); a no-op where not implemented.
     #[inline]
     fn prefetch(_p: *const u8) {}
@@ -296,31 +320,43 @@ pub(super) fn rows<M: Micro>(
                     (m1..(m1 + MC).min(rows.end), 0)
                 };
                 let nkc = KC.min(cols - nk0);
-                for p in 0..panels {
+                let mut p = 0;
+                while p < panels {
+                    // Two panels per tile where the micro-kernel has a pair tile: the first
+                    // of the two is always full (only the last panel is partial).
+                    let step = if M::PAIR && p + 1 < panels { 2 } else { 1 };
                     let (n0, n1) = (
                         next_rows.len() * p / panels,
-                        next_rows.len() * (p + 1) / panels,
+                        next_rows.len() * (p + step) / panels,
                     );
                     for r in next_rows.start + n0..next_rows.start + n1 {
                         for line in w.row(r)[bytes(nk0, nkc)].chunks(64) {
                             M::prefetch(line.as_ptr());
                         }
                     }
-                    let lanes = NR.min(batch - p * NR);
+                    let lanes = NR.min(batch - (p + step - 1) * NR);
                     let x = xp[p * cols + k0..].as_ptr().cast::<f32>();
                     for t in (0..m1 - m0).step_by(M::MR) {
                         let n = M::MR.min(m1 - m0 - t);
                         let c0 = (m0 - rows.start + t) * stride + p * NR;
-                        // In bounds: the last written element is at
-                        // c0 + (n - 1) · stride + lanes - 1 < (rows.len() - 1) · stride + batch.
+                        // In bounds: the last written element is at c0 + (n - 1) · stride +
+                        // (step - 1) · NR + lanes - 1 < (rows.len() - 1) · stride + batch.
                         let c = out[c0..].as_mut_ptr();
+                        let wt = panel[t * KC..].as_ptr();
                         // SAFETY: the tile reads MR rows of the panel (MC is a multiple of
-                        // MR), kc of each; kc rows of the packed panel from column k0; and
-                        // writes n rows × lanes of `out`, checked above.
+                        // MR), kc of each; kc rows of the packed panel(s) from column k0 (the
+                        // second `cols` Lanes after the first); and writes n rows × (step - 1)
+                        // · NR + lanes of `out`, checked above.
                         unsafe {
-                            M::tile(kc, panel[t * KC..].as_ptr(), x, c, stride, n, lanes, k0 > 0)
+                            if step == 2 {
+                                let x1 = xp[(p + 1) * cols + k0..].as_ptr().cast::<f32>();
+                                M::tile_pair(kc, wt, x, x1, c, stride, n, lanes, k0 > 0)
+                            } else {
+                                M::tile(kc, wt, x, c, stride, n, lanes, k0 > 0)
+                            }
                         };
                     }
+                    p += step;
                 }
             }
         }
@@ -499,6 +535,23 @@ pub(super) mod avx512 {
             tile(kc, w, x, c, cs, rows, lanes, add)
         }
 
+        const PAIR: bool = true;
+
+        #[inline]
+        unsafe fn tile_pair(
+            kc: usize,
+            w: *const f32,
+            x0: *const f32,
+            x1: *const f32,
+            c: *mut f32,
+            cs: usize,
+            rows: usize,
+            lanes1: usize,
+            add: bool,
+        ) {
+            tile_pair(kc, w, x0, x1, c, cs, rows, lanes1, add)
+        }
+
         #[inline]
         fn prefetch(p: *const u8) {
             <super::avx2::Avx2 as Micro>::prefetch(p)
@@ -532,15 +585,57 @@ pub(super) mod avx512 {
             xq = xq.add(NR);
         }
         // Lanes past the batch are neither read nor written (masked).
-        let mask: __mmask16 = if lanes >= NR { !0 } else { (1u16 << lanes) - 1 };
         for (i, &a) in acc.iter().enumerate().take(rows) {
+            store(c.add(i * cs), a, lanes, add);
+        }
+    }
+
+    /// `lanes` of `a` into `p` (plus what is there when `add`), masked.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(p: *mut f32, a: __m512, lanes: usize, add: bool) {
+        let mask: __mmask16 = if lanes >= NR { !0 } else { (1u16 << lanes) - 1 };
+        let v = if add {
+            _mm512_add_ps(a, _mm512_maskz_loadu_ps(mask, p))
+        } else {
+            a
+        };
+        _mm512_mask_storeu_ps(p, mask, v);
+    }
+
+    /// 12 weight rows × 2 panels of 16 lanes: 24 accumulators, 2 activation loads and 12
+    /// broadcasts per 24 FMAs (the single tile: 13 loads per 12), so the FMA ports, not the
+    /// load ports, bound it.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_pair(
+        kc: usize,
+        w: *const f32,
+        x0: *const f32,
+        x1: *const f32,
+        c: *mut f32,
+        cs: usize,
+        rows: usize,
+        lanes1: usize,
+        add: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (mut wp, mut xq0, mut xq1) = (w, x0, x1);
+        for _ in 0..kc {
+            let (a0, a1) = (_mm512_load_ps(xq0), _mm512_load_ps(xq1));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*wp.add(i * KC));
+                a[0] = _mm512_fmadd_ps(b, a0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, a1, a[1]);
+            }
+            wp = wp.add(1);
+            xq0 = xq0.add(NR);
+            xq1 = xq1.add(NR);
+        }
+        for (i, a) in acc.iter().enumerate().take(rows) {
             let p = c.add(i * cs);
-            let v = if add {
-                _mm512_add_ps(a, _mm512_maskz_loadu_ps(mask, p))
-            } else {
-                a
-            };
-            _mm512_mask_storeu_ps(p, mask, v);
+            store(p, a[0], NR, add);
+            store(p.add(NR), a[1], lanes1, add);
         }
     }
 }
