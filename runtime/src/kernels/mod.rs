@@ -8,7 +8,10 @@
 //! 12 or more sequences) every type takes the register-blocked matrix × matrix kernel in
 //! `gemm`, quantized weights dequantized to f32 block by block (`dequant`) and the
 //! activations left in f32: no activation quantization error there, and the F32 kernel's
-//! error bound on the dequantized weights.
+//! error bound on the dequantized weights. Except on CPUs with AVX-512 VNNI, where Q8_0,
+//! Q4_0, Q4_1 and Q4_K weights from `gemm::MIN_BATCH` rows on multiply in int8 instead
+//! (`gemm_i8`: activations quantized per 32 values with an f32 scale, 2.5-2.7× the
+//! dequantizing path on the decoder's shapes; [`int8_gemm_available`]).
 //!
 //! Kernel variants are picked at run time: one x86_64 binary uses AVX2+FMA+F16C, plus
 //! AVX-VNNI for the 32-value block types where the CPU has it, without being built for the
@@ -23,7 +26,8 @@
 //! there on, for quantized weights, each row dequantized by its `dequantize_row` and dotted
 //! with the f32 activations in f64 (`dequant::rows_reference`: the product the blocked
 //! kernel computes, so the scalar level and SIMD agree to its rounding on both sides of the
-//! threshold; F32/F16 use their f64 `vec_dot_f32` at every batch).
+//! threshold; F32/F16 use their f64 `vec_dot_f32` at every batch; where the int8 GEMM
+//! runs, its bit-identical scalar twin `gemm_i8::reference`).
 //! `EOSTOK_KERNELS=avx2|scalar` (aarch64: `i8mm|dotprod|neon|scalar`) caps the level (read
 //! once per process) to compare or test the lower variants; see [`variant`].
 //!
