@@ -59,6 +59,21 @@ mod x86 {
         unsafe fn dot(w: &[__m256i; 2], y: __m256i, bias: __m256i) -> __m256i {
             dot_u8i8_vnni(bias, w[0], y)
         }
+        const ZMM: bool = true;
+        #[inline]
+        unsafe fn unpack2(w0: &BlockQ8_0, w1: &BlockQ8_0) -> __m512i {
+            unpack2(w0, w1)
+        }
+    }
+
+    /// Both blocks' quants + 128 (XOR), `w0` in the low half.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn unpack2(w0: &BlockQ8_0, w1: &BlockQ8_0) -> __m512i {
+        let x0 = _mm256_loadu_si256(w0.qs.as_ptr().cast());
+        let x1 = _mm256_loadu_si256(w1.qs.as_ptr().cast());
+        let x = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+        _mm512_xor_si512(x, _mm512_set1_epi8(-128))
     }
 }
 
