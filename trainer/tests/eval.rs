@@ -145,6 +145,7 @@ fn stats_cache_round_trip_and_key_check() {
         features: "effnet-lite0".into(),
         image_size: 32,
         resize: "r".into(),
+        weights: None,
     };
     assert!(cache::load(dir.path(), &key).is_none());
     cache::save(dir.path(), &key, &s, &f).unwrap();
@@ -153,6 +154,10 @@ fn stats_cache_round_trip_and_key_check() {
     assert_eq!(c.stats.count, 20);
     assert_eq!(c.stats.mean, s.mean);
     assert_eq!(c.stats.cov, s.cov);
+    // Other weights, other statistics; without a weights entry the key's JSON is as before.
+    assert!(!key.json().contains("weights"));
+    let other_weights = CacheKey { weights: Some("/w.safetensors | 1 bytes | mtime 0".into()), ..key.clone() };
+    assert!(cache::load(dir.path(), &other_weights).is_none());
     let other = CacheKey { n: 21, ..key };
     assert!(cache::load(dir.path(), &other).is_none());
 }
@@ -242,6 +247,47 @@ fn fd_cli_fixture_against_the_bundled_model() {
     }
 }
 
+/// Our candle port of pytorch-fid's FID Inception-v3 against pytorch-fid itself, on the
+/// random weights and images `scripts/inception-reference.py` writes to the asset cache
+/// (95 MB, so not in the repo; skipped with a message where absent).
+#[test]
+fn inception_matches_pytorch_fid_on_random_weights() {
+    use candle_core::{Device, Tensor};
+    use eostok_models::nets::InceptionV3;
+    let dir = eostok_models::nets::asset_dir().join("inception-parity");
+    let (wf, io) = (dir.join("weights.safetensors"), dir.join("io.safetensors"));
+    if !wf.exists() || !io.exists() {
+        eprintln!("skipped: {} absent (run scripts/inception-reference.py, which needs torch and pytorch-fid)", dir.display());
+        return;
+    }
+    let dev = Device::Cpu;
+    let net = InceptionV3::load(&wf, &dev).unwrap();
+    let t = candle_core::safetensors::load(&io, &dev).unwrap();
+    let x01 = &t["images01"];
+    let pm1 = ((x01 * 2.0).unwrap() - 1.0).unwrap();
+    let (f, l) = net.forward_pm1(&pm1).unwrap();
+    let close = |got: &Tensor, want: &Tensor, what: &str| {
+        let (g, w): (Vec<f32>, Vec<f32>) = (got.flatten_all().unwrap().to_vec1().unwrap(), want.flatten_all().unwrap().to_vec1().unwrap());
+        assert_eq!(g.len(), w.len(), "{what}: length");
+        let scale = w.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-3 * scale, "{what}: max |ours - pytorch-fid| {worst} (max |value| {scale})");
+        eprintln!("{what}: max |ours - pytorch-fid| {worst:.2e} of max |value| {scale:.3}");
+    };
+    close(&f, &t["features"], "pool3 features");
+    close(&l.expect("the random weights have fc"), &t["logits"], "fc logits");
+
+    // And through the CLI: the fixture's two halves, Inception features from these weights.
+    let fixture = root().join("tests/fixtures/fashion-mnist");
+    let (a, b) = (format!("{}:1/2", fixture.display()), format!("{}:2/2", fixture.display()));
+    let o = eval(&["fd", "--real", &a, "--fake", &b, "--features", "inception", "--inception-weights", wf.to_str().unwrap(), "-n", "16", "--json", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = &v["metrics"][0];
+    assert_eq!(m["fd_name"], "FD_inception");
+    assert!(m["fd"].as_f64().unwrap() > 0.0 && m["is"].as_f64().unwrap() >= 1.0, "{m}");
+}
+
 #[test]
 fn dataset_parts_are_disjoint_and_cover_the_set() {
     use eostok_train::eval::sources::{Plan, Source};
@@ -282,10 +328,18 @@ fn dataset_parts_are_disjoint_and_cover_the_set() {
 fn fd_cli_bad_input() {
     let real = root().join("tests/fixtures/fashion-mnist");
     let r = real.to_str().unwrap();
-    let o = eval(&["fd", "--real", r, "--fake", r, "--features", "inception", "-n", "4"]);
+    // No Inception weights in an empty asset cache: exit 2 saying where they come from.
+    let empty = std::env::temp_dir().join(format!("eostok-eval-empty-assets-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_eostok-eval"))
+        .args(["fd", "--real", r, "--fake", r, "--features", "inception", "-n", "4"])
+        .env("EOSTOK_ASSETS", &empty)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&empty).ok();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("not implemented"), "{err}");
+    assert!(err.contains("pt_inception") && err.contains("trainer/README.md"), "{err}");
     let o = eval(&["fd", "--real", r, "--fake", "/nonexistent/dir", "-n", "4"]);
     assert_eq!(o.status.code(), Some(2));
     let o = eval(&["fd", "--real", r, "--fake", r, "--features", "vgg"]);

@@ -16,10 +16,12 @@ pub mod assets;
 pub mod conv;
 pub mod dinov2;
 pub mod effnet;
+pub mod inception;
 pub mod lpips;
 pub mod ops;
 
 pub use assets::{asset_dir, ASSETS_ENV};
 pub use dinov2::{Dinov2, Dinov2Config};
 pub use effnet::EfficientNetLite0;
+pub use inception::InceptionV3;
 pub use lpips::{Lpips, LpipsNet};

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 #[command(
     name = "eostok-eval",
     version,
-    about = "Evaluate EOSTok models: Fréchet distances on EfficientNet-Lite0/DINOv2 features (not Inception FID), precision/recall, IS-like score, tokenizer reconstruction"
+    about = "Evaluate EOSTok models: Fréchet distances on EfficientNet-Lite0/DINOv2 features (named FD_<net>, not FID), or on pytorch-fid's Inception with weights you supply (FID), precision/recall, IS-like score, tokenizer reconstruction"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -156,7 +156,7 @@ struct FdCli {
     /// DINOv2-S safetensors (default: dinov2-s.safetensors in the asset cache).
     #[arg(long)]
     dinov2_weights: Option<PathBuf>,
-    /// pytorch-fid Inception-v3 weights as safetensors (for --features inception, not implemented yet).
+    /// pytorch-fid's FID Inception-v3 weights as safetensors, for --features inception (default: pt_inception-2015-12-05.safetensors in the asset cache; no package carries them: see trainer/README.md).
     #[arg(long)]
     inception_weights: Option<PathBuf>,
     /// Where the nets run: cpu, cuda:N (a build with --features cuda) or metal:N.

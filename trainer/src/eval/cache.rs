@@ -39,9 +39,23 @@ pub struct CacheKey {
     pub features: String,
     pub image_size: usize,
     pub resize: String,
+    /// The feature net's weight file (path, size, modification time) where it is not the
+    /// asset cache's own (`--*-weights FILE`) or is user-supplied (Inception): other
+    /// weights, other statistics. Absent otherwise, so earlier keys stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl CacheKey {
+    /// [`CacheKey::weights`] for the file at `p`.
+    pub fn weights_identity(p: &Path) -> String {
+        let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let meta = std::fs::metadata(p).ok();
+        let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+        let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+        format!("{} | {len} bytes | mtime {mtime}", canon.display())
+    }
+
     pub fn json(&self) -> String {
         serde_json::to_string(self).expect("key serialises")
     }

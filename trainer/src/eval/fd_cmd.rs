@@ -4,7 +4,7 @@
 
 use super::cache::{self, CacheKey, CACHE_VERSION};
 use super::fd::{frechet_distance_auto, inception_score, precision_recall, Stats};
-use super::features::{inception_not_implemented, Extractor, FeatureNet, FeatureSet};
+use super::features::{Extractor, FeatureNet, FeatureSet};
 use super::progress_bar;
 use super::sources::{Plan, SampleSettings, SamplingFlags, SamplingUsed, Source};
 use anyhow::Result;
@@ -87,9 +87,6 @@ fn extract(
 
 pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let t0 = Instant::now();
-    if a.features.contains(&FeatureNet::Inception) {
-        return Err(inception_not_implemented(a.inception_weights.as_deref()));
-    }
     if a.n == 0 || a.n_real == Some(0) {
         return Err(bad_input("-n and --n-real must be positive"));
     }
@@ -134,6 +131,14 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let t_real = Instant::now();
     let cache_dir = a.cache_dir.clone().unwrap_or_else(eostok_models::nets::asset_dir);
     let identity = if a.no_cache { None } else { real.cache_identity() };
+    // A weight file given by flag, or Inception's user-supplied one, is part of the key.
+    let weights_of = |net: FeatureNet| -> Option<PathBuf> {
+        match net {
+            FeatureNet::EffnetLite0 => a.effnet_weights.clone(),
+            FeatureNet::Dinov2 => a.dinov2_weights.clone(),
+            FeatureNet::Inception => Some(a.inception_weights.clone().unwrap_or_else(|| eostok_models::nets::asset_dir().join(eostok_models::nets::inception::INCEPTION_FILE))),
+        }
+    };
     let key = |net: FeatureNet| -> Option<CacheKey> {
         identity.as_ref().map(|id| CacheKey {
             version: CACHE_VERSION,
@@ -144,6 +149,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
             features: net.name().to_string(),
             image_size: size,
             resize: "centre-crop + catmull-rom to size, then the net's bicubic".into(),
+            weights: weights_of(net).map(|p| CacheKey::weights_identity(&p)),
         })
     };
     let mut real_stats: Vec<Option<(Stats, Vec<f32>, bool)>> = extractors
@@ -245,7 +251,10 @@ pub fn fd_text(v: &Value) -> String {
     );
     for m in v["metrics"].as_array().into_iter().flatten() {
         let net = m["features"].as_str().unwrap_or("?");
-        let fb = if m["eps_fallback"].as_bool() == Some(true) { " (eps*I added: near-singular covariance product)" } else { "" };
+        let mut fb = if m["eps_fallback"].as_bool() == Some(true) { " (eps*I added: near-singular covariance product)" } else { "" }.to_string();
+        if net == "inception" {
+            fb += " (this is FID where --inception-weights are pytorch-fid's pt_inception-2015-12-05)";
+        }
         out += &format!("{:<24} {:>10.4}  ({ctx}){fb}\n", m["fd_name"].as_str().unwrap_or("?"), m["fd"].as_f64().unwrap_or(f64::NAN));
         out += &format!("{:<24} {:>10.4}  (k={})\n", format!("precision_{net}"), m["precision"].as_f64().unwrap_or(f64::NAN), v["pr_k"]);
         out += &format!("{:<24} {:>10.4}  (k={})\n", format!("recall_{net}"), m["recall"].as_f64().unwrap_or(f64::NAN), v["pr_k"]);

@@ -7,18 +7,19 @@
 //! |---|---|---|---|
 //! | `effnet-lite0` | 1280-d global average pool after the head conv (the penultimate layer) | ImageNet-1k | 224², `(u8 - 127) / 128` |
 //! | `dinov2` | 384-d CLS token after the final LayerNorm | none | 224² (16x16 patches of 14), ImageNet mean/std |
-//! | `inception` | not implemented yet (see trainer/README.md) | | |
+//! | `inception` | 2048-d pool3 of pytorch-fid's FID Inception-v3 (user-supplied weights, see trainer/README.md) | 1008 classes | 299², bilinear |
 //!
-//! Neither is pytorch-fid's Inception: distances are named after the net
-//! (`FD_effnet-lite0`, `FD_dinov2`), never "FID".
+//! Only `inception` with pytorch-fid's weights gives FID's features; the
+//! distances are named after the net (`FD_effnet-lite0`, `FD_dinov2`,
+//! `FD_inception`), and the report says FID only for the last.
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use eostok_models::exit::bad_input;
 use eostok_models::nets::dinov2::{normalize_imagenet, Dinov2};
 use eostok_models::nets::ops::resize_bicubic;
-use eostok_models::nets::EfficientNetLite0;
-use std::path::{Path, PathBuf};
+use eostok_models::nets::{EfficientNetLite0, InceptionV3};
+use std::path::PathBuf;
 
 /// Input side of DINOv2 here: 16 x 16 patches of 14 px.
 pub const DINOV2_INPUT: usize = 224;
@@ -96,20 +97,11 @@ impl FeatureNet {
     }
 }
 
-/// The error for `--features inception` (the net is not written yet).
-pub fn inception_not_implemented(weights: Option<&Path>) -> anyhow::Error {
-    let given = weights.map(|w| format!(" (--inception-weights {} was given)", w.display())).unwrap_or_default();
-    bad_input(format!(
-        "--features inception: the pytorch-fid Inception-v3 network is not implemented in eostok-eval yet{given}; \
-         no registry package carries its weights, so FID here cannot match pytorch-fid. Use --features effnet-lite0 or dinov2 \
-         (their distances are printed as FD_effnet-lite0 / FD_dinov2, not FID); see trainer/README.md"
-    ))
-}
-
 /// A loaded feature net.
 pub enum Extractor {
     Effnet(Box<EfficientNetLite0>),
     Dinov2(Box<Dinov2>),
+    Inception(Box<InceptionV3>),
 }
 
 /// Features (`[B, dim]` row-major) and, for classifiers, logits of a batch.
@@ -130,7 +122,10 @@ impl Extractor {
                 Some(p) => Dinov2::load(p, device)?,
                 None => Dinov2::load_default(device)?,
             }))),
-            FeatureNet::Inception => Err(inception_not_implemented(weights.map(|p| p.as_path()))),
+            FeatureNet::Inception => Ok(Extractor::Inception(Box::new(match weights {
+                Some(p) => InceptionV3::load(p, device)?,
+                None => InceptionV3::load_default(device)?,
+            }))),
         }
     }
 
@@ -138,6 +133,7 @@ impl Extractor {
         match self {
             Extractor::Effnet(_) => FeatureNet::EffnetLite0,
             Extractor::Dinov2(_) => FeatureNet::Dinov2,
+            Extractor::Inception(_) => FeatureNet::Inception,
         }
     }
 
@@ -153,6 +149,11 @@ impl Extractor {
                 let tokens = net.forward(&normalize_imagenet(&x)?)?;
                 let cls = tokens.narrow(1, 0, 1)?.squeeze(1)?;
                 Ok(BatchFeatures { features: cls.flatten_all()?.to_vec1()?, logits: None })
+            }
+            Extractor::Inception(net) => {
+                let (f, l) = net.forward_pm1(images)?;
+                let logits = l.map(|l| l.flatten_all()?.to_vec1()).transpose()?;
+                Ok(BatchFeatures { features: f.flatten_all()?.to_vec1()?, logits })
             }
         }
     }

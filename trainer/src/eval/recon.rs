@@ -72,9 +72,6 @@ pub fn run_recon(a: &ReconArgs) -> Result<Value> {
     if a.n == 0 {
         return Err(bad_input("-n must be positive"));
     }
-    if a.features == Some(FeatureNet::Inception) {
-        return Err(super::features::inception_not_implemented(None));
-    }
     let dev = a.device.open()?;
     let cfg = checkpoint::load_config(&a.checkpoint)?;
     let set = if a.ema { WeightSet::Ema } else { WeightSet::Raw };
