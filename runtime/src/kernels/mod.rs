@@ -370,6 +370,11 @@ pub fn variant_at(ty: GgmlType, batch: usize) -> String {
     if k.int8_gemm && batch >= gemm::MIN_BATCH {
         return "avx512-vnni i8 gemm".into();
     }
+    // Q8_0's VNNI kind takes the 512-bit matrix × vector at batch 1 (`block32::matvec512`).
+    #[cfg(target_arch = "x86_64")]
+    if batch == 1 && ty == GgmlType::Q8_0 && cpu::has_avx_vnni() && gemm_i8::available() {
+        return "avx512-vnni".into();
+    }
     match k.gemm {
         // SIMD levels (`Kernel::simd`) have the fast quantizer; the reference does not.
         Some(g) if batch >= g.min_batch && k.fast_quantizer => {
