@@ -176,11 +176,7 @@ fn parse_features(s: &str) -> Result<Vec<FeatureNet>> {
     if t == "none" || t.is_empty() {
         return Ok(vec![]);
     }
-    let nets = FeatureNet::parse_list(s)?;
-    if nets.contains(&FeatureNet::Inception) {
-        return Err(eostok_train::eval::features::inception_not_implemented(None));
-    }
-    Ok(nets)
+    FeatureNet::parse_list(s)
 }
 
 /// The checkpoint's config, or a bad-input error naming what is missing.
@@ -431,6 +427,10 @@ fn side_stats(
             features: net.name().to_string(),
             image_size: size,
             resize: FD_CMD_RESIZE.into(),
+            // As `eostok-eval fd`: Inception's user-supplied file is part of the key.
+            weights: (net == FeatureNet::Inception).then(|| {
+                CacheKey::weights_identity(&eostok_models::nets::asset_dir().join(eostok_models::nets::inception::INCEPTION_FILE))
+            }),
         })
     };
     let mut out: Vec<Option<(Stats, Vec<f32>)>> = extractors
