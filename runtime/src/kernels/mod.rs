@@ -100,7 +100,7 @@ mod x86;
 
 pub use act::quantize_activations;
 pub use cpu::{cpu_features, kernel_level};
-pub use vec::{add, axpy, dot_f32, dot_rows, exp_sub_sum, gelu_tanh, max, mul, scale, sum, weighted_rows};
+pub use vec::{add, axpy, dot_f32, dot_rows, exp_sub_sum, gelu_tanh, max, mul, scale, silu, sum, weighted_rows};
 
 use crate::quant::{self, GgmlType};
 use act::{ActBuf, Acts};

@@ -3,7 +3,7 @@
 //! set at compile time). They are O(n) next to the O(n²) matmuls, so no run-time dispatch.
 //! Every function panics if its slices differ in length (a caller bug).
 
-use wide::f32x8;
+use wide::{f32x8, CmpLt};
 
 #[inline]
 fn load(s: &[f32]) -> f32x8 {
@@ -233,10 +233,45 @@ pub fn gelu_tanh(x: &mut [f32]) {
     }
 }
 
+/// SiLU in place, `u / (1 + exp(−u))`, on `wide`'s exp (0 below u = −80, where it is
+/// under 2e-33), as softmax and GELU. B decoding at 2 threads did not move measurably
+/// (interleaved, 245-259 against 245-266 tok/s: 2816 values per layer are little).
+/// NaN stays NaN.
+pub fn silu(x: &mut [f32]) {
+    let (one, lim) = (f32x8::ONE, f32x8::splat(80.0));
+    let mut cx = x.chunks_exact_mut(8);
+    for ch in &mut cx {
+        let u = load(ch);
+        // Below −80, silu(u) = u·e^u is under 2e-33: 0 (the clamped quotient is not).
+        let g = u / (one + (-u).min(lim).exp());
+        store(u.cmp_lt(-lim).blend(f32x8::ZERO, g), ch);
+    }
+    for v in cx.into_remainder() {
+        *v /= 1.0 + (-*v).exp();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_rng::Rng;
     use super::*;
+
+    #[test]
+    fn silu_matches_f64() {
+        let mut rng = Rng(23);
+        let mut x: Vec<f32> = (0..1001).map(|_| rng.uniform() * 40.0).collect();
+        x.extend([0.0, -0.0, 88.0, -88.0, 200.0, -200.0, 1e30, -1e30, 1e-20, -1e-20, 5.0, -5.0, 80.5, -80.5, 0.25, -0.25]);
+        let mut y = x.clone();
+        silu(&mut y);
+        for (&u, &g) in x.iter().zip(&y) {
+            let want = u as f64 / (1.0 + (-(u as f64)).exp());
+            // Below u = −80 the result is 0 where it should be under 2e-33.
+            assert!((g as f64 - want).abs() <= 3e-7 * want.abs() + 1e-30, "silu({u}) = {g}, want {want}");
+        }
+        let mut y = [f32::NAN; 9];
+        silu(&mut y);
+        assert!(y.iter().all(|v| v.is_nan()));
+    }
 
     #[test]
     fn exp_sub_sum_matches_f64() {

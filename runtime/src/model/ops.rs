@@ -34,11 +34,9 @@ pub fn gelu(x: &mut [f32]) {
     crate::kernels::gelu_tanh(x);
 }
 
-/// SiLU in place.
+/// SiLU in place (`kernels::silu`).
 pub fn silu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v /= 1.0 + (-*v).exp();
-    }
+    crate::kernels::silu(x);
 }
 
 /// Softmax in place (max-subtracted).
