@@ -53,8 +53,8 @@ enum Command {
         json: bool,
     },
     /// Machine limits: streaming-read bandwidth per thread count (1 GiB buffer), peak f32
-    /// FMA (AVX-512 where our GEMM uses it, else AVX2) and int8 dot (AVX-512 VNNI where our int8 GEMM uses it, else AVX-VNNI or maddubs)
-    /// throughput.
+    /// FMA (AVX-512 where our GEMM uses it, else AVX2) and int8 dot (AVX-512 VNNI where
+    /// our int8 GEMM uses it, else AVX-VNNI or maddubs) throughput.
     Roofline {
         /// Thread counts (default 1..=nproc).
         #[arg(long, value_delimiter = ',')]
