@@ -280,7 +280,7 @@ fn inception_matches_pytorch_fid_on_random_weights() {
     // And through the CLI: the fixture's two halves, Inception features from these weights.
     let fixture = root().join("tests/fixtures/fashion-mnist");
     let (a, b) = (format!("{}:1/2", fixture.display()), format!("{}:2/2", fixture.display()));
-    let o = eval(&["fd", "--real", &a, "--fake", &b, "--features", "inception", "--inception-weights", wf.to_str().unwrap(), "-n", "16", "--json", "--quiet"]);
+    let o = eval(&["fd", "--real", &a, "--fake", &b, "--features", "inception", "--inception-weights", wf.to_str().unwrap(), "-n", "16", "--json", "--quiet", "--no-cache"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let m = &v["metrics"][0];
