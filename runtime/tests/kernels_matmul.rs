@@ -752,3 +752,22 @@ fn matmul_bits_do_not_depend_on_the_thread_count() {
         }
     }
 }
+
+/// `variant_at` names the path a call of each batch takes: the per-row kernel's name below
+/// the blocked kernels' batch (Q8_0 at batch 1 on AVX-512 VNNI: its 512-bit matrix × vector),
+/// a GEMM from there on, the int8 one exactly where `int8_gemm_available` says.
+#[test]
+fn variant_at_names_the_path_taken() {
+    let int8 = kernels::int8_gemm_available();
+    for ty in TYPES {
+        let (small, large) = (kernels::variant_at(ty, 4), kernels::variant_at(ty, MIN_BATCH));
+        println!("{ty:>5}: batch 4 {small}, batch {MIN_BATCH} {large}, batch 1 {}", kernels::variant_at(ty, 1));
+        assert_eq!(small, variant(ty), "{ty}: below the GEMM's batch the per-row kernel runs");
+        let served = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K);
+        assert_eq!(large == "avx512-vnni i8 gemm", int8 && served, "{ty}: {large}");
+        if variant(ty) != "scalar" && variant(ty) != "wide" {
+            assert!(large.ends_with("gemm"), "{ty}: a SIMD level has a GEMM from {MIN_BATCH} rows: {large}");
+        }
+    }
+    assert_eq!(kernels::variant_at(GgmlType::Q8_0, 1) == "avx512-vnni", int8 && variant(GgmlType::Q8_0) == "avx2+avx-vnni");
+}
