@@ -221,6 +221,26 @@ impl CustomOp1 for DepthwiseCpu {
     }
 }
 
+/// A bias-free conv followed by inference batch norm, folded into one conv at load time:
+/// the kernel `conv_weight` (`shape` = `[O, I/groups, kh, kw]`, Kaiming-normal where the
+/// builder initialises) scaled per output channel, and a bias `[1, O, 1, 1]`, from
+/// `bn.{weight, bias, running_mean, running_var}` with `eps`. Shared by the frozen nets.
+pub fn conv_bn_folded(vb: &candle_nn::VarBuilder, conv_weight: &str, bn: &str, shape: (usize, usize, usize, usize), eps: f64) -> Result<(Tensor, Tensor)> {
+    use candle_nn::Init;
+    let (cout, per_group, kh, kw) = shape;
+    let std = (2.0 / (per_group * kh * kw) as f64).sqrt();
+    let w = vb.get_with_hints(shape, conv_weight, Init::Randn { mean: 0.0, stdev: std })?;
+    let gamma = vb.get_with_hints(cout, &format!("{bn}.weight"), Init::Const(1.0))?;
+    let beta = vb.get_with_hints(cout, &format!("{bn}.bias"), Init::Const(0.0))?;
+    let mean = vb.get_with_hints(cout, &format!("{bn}.running_mean"), Init::Const(0.0))?;
+    let var = vb.get_with_hints(cout, &format!("{bn}.running_var"), Init::Const(1.0))?;
+    // BN(conv(x)) = conv(x) · s + (beta − mean · s), s = gamma / sqrt(var + eps).
+    let s = gamma.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
+    let b = (beta - mean.mul(&s)?)?.reshape((1, cout, 1, 1))?;
+    Ok((w, b))
+}
+
 /// TensorFlow "SAME" padding (before, after) for one axis: the output has
 /// `ceil(size / s)` positions and the extra pixel goes after.
 pub fn same_pad(size: usize, k: usize, s: usize) -> (usize, usize) {

@@ -9,11 +9,11 @@
 //! the preceding conv at load time. Input `(u8 - 127) / 128` at 224x224.
 
 use super::assets::{asset_dir, build_from_file};
-use super::conv::{depthwise_conv2d, pad_same, same_pad};
+use super::conv::{conv_bn_folded, depthwise_conv2d, pad_same, same_pad};
 use super::ops::{resize_bicubic, spatial_mean};
 use crate::nn::layers::Linear;
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use std::path::Path;
 
 pub const EFFNET_FILE: &str = "efficientnet-lite0.safetensors";
@@ -49,16 +49,7 @@ impl ConvBn {
     fn new(vb: &VarBuilder, conv: &str, bn: &str, dims: (usize, usize, usize, usize), depthwise: bool) -> Result<Self> {
         let (cin, cout, k, stride) = dims;
         let per_group = if depthwise { 1 } else { cin };
-        let std = (2.0 / (per_group * k * k) as f64).sqrt();
-        let w = vb.get_with_hints((cout, per_group, k, k), &format!("{conv}.weight"), Init::Randn { mean: 0.0, stdev: std })?;
-        let gamma = vb.get_with_hints(cout, &format!("{bn}.weight"), Init::Const(1.0))?;
-        let beta = vb.get_with_hints(cout, &format!("{bn}.bias"), Init::Const(0.0))?;
-        let mean = vb.get_with_hints(cout, &format!("{bn}.running_mean"), Init::Const(0.0))?;
-        let var = vb.get_with_hints(cout, &format!("{bn}.running_var"), Init::Const(1.0))?;
-        // BN(conv(x)) = conv(x) * s + (beta - mean * s), s = gamma / sqrt(var + eps).
-        let s = gamma.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
-        let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
-        let b = (beta - mean.mul(&s)?)?.reshape((1, cout, 1, 1))?;
+        let (w, b) = conv_bn_folded(vb, &format!("{conv}.weight"), bn, (cout, per_group, k, k), BN_EPS)?;
         Ok(ConvBn { w, b, k, stride, depthwise })
     }
 

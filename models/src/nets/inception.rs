@@ -15,10 +15,11 @@
 //! `2x − 1` (the two commute: bilinear weights sum to 1).
 
 use super::assets::{asset_dir, build_from_file};
+use super::conv::conv_bn_folded;
 use super::ops::spatial_mean;
 use crate::nn::layers::Linear;
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use std::path::Path;
 
 /// The converted weights' file name in the asset cache (optional: nothing fetches it).
@@ -40,16 +41,7 @@ struct BasicConv {
 impl BasicConv {
     /// `k` = (kh, kw), `pad` = (ph, pw).
     fn new(vb: &VarBuilder, name: &str, cin: usize, cout: usize, k: (usize, usize), stride: usize, pad: (usize, usize)) -> Result<Self> {
-        let std = (2.0 / (cin * k.0 * k.1) as f64).sqrt();
-        let w = vb.get_with_hints((cout, cin, k.0, k.1), &format!("{name}.conv.weight"), Init::Randn { mean: 0.0, stdev: std })?;
-        let gamma = vb.get_with_hints(cout, &format!("{name}.bn.weight"), Init::Const(1.0))?;
-        let beta = vb.get_with_hints(cout, &format!("{name}.bn.bias"), Init::Const(0.0))?;
-        let mean = vb.get_with_hints(cout, &format!("{name}.bn.running_mean"), Init::Const(0.0))?;
-        let var = vb.get_with_hints(cout, &format!("{name}.bn.running_var"), Init::Const(1.0))?;
-        // BN(conv(x)) = conv(x) · s + (beta − mean · s), s = gamma / sqrt(var + eps).
-        let s = gamma.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
-        let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
-        let b = (beta - mean.mul(&s)?)?.reshape((1, cout, 1, 1))?;
+        let (w, b) = conv_bn_folded(vb, &format!("{name}.conv.weight"), &format!("{name}.bn"), (cout, cin, k.0, k.1), BN_EPS)?;
         Ok(BasicConv { w, b, stride, pad })
     }
 
