@@ -427,10 +427,7 @@ fn side_stats(
             features: net.name().to_string(),
             image_size: size,
             resize: FD_CMD_RESIZE.into(),
-            // As `eostok-eval fd`: Inception's user-supplied file is part of the key.
-            weights: (net == FeatureNet::Inception).then(|| {
-                CacheKey::weights_identity(&eostok_models::nets::asset_dir().join(eostok_models::nets::inception::INCEPTION_FILE))
-            }),
+            weights: eostok_train::eval::features::keyed_weights(net, None).map(|p| CacheKey::weights_identity(&p)),
         })
     };
     let mut out: Vec<Option<(Stats, Vec<f32>)>> = extractors

@@ -4,7 +4,7 @@
 
 use super::cache::{self, CacheKey, CACHE_VERSION};
 use super::fd::{frechet_distance_auto, inception_score, precision_recall, Stats};
-use super::features::{Extractor, FeatureNet, FeatureSet};
+use super::features::{keyed_weights, Extractor, FeatureNet, FeatureSet};
 use super::progress_bar;
 use super::sources::{Plan, SampleSettings, SamplingFlags, SamplingUsed, Source};
 use anyhow::Result;
@@ -131,13 +131,10 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
     let t_real = Instant::now();
     let cache_dir = a.cache_dir.clone().unwrap_or_else(eostok_models::nets::asset_dir);
     let identity = if a.no_cache { None } else { real.cache_identity() };
-    // A weight file given by flag, or Inception's user-supplied one, is part of the key.
-    let weights_of = |net: FeatureNet| -> Option<PathBuf> {
-        match net {
-            FeatureNet::EffnetLite0 => a.effnet_weights.clone(),
-            FeatureNet::Dinov2 => a.dinov2_weights.clone(),
-            FeatureNet::Inception => Some(a.inception_weights.clone().unwrap_or_else(|| eostok_models::nets::asset_dir().join(eostok_models::nets::inception::INCEPTION_FILE))),
-        }
+    let given = |net: FeatureNet| match net {
+        FeatureNet::EffnetLite0 => a.effnet_weights.as_ref(),
+        FeatureNet::Dinov2 => a.dinov2_weights.as_ref(),
+        FeatureNet::Inception => a.inception_weights.as_ref(),
     };
     let key = |net: FeatureNet| -> Option<CacheKey> {
         identity.as_ref().map(|id| CacheKey {
@@ -149,7 +146,7 @@ pub fn run_fd(a: &FdArgs) -> Result<Value> {
             features: net.name().to_string(),
             image_size: size,
             resize: "centre-crop + catmull-rom to size, then the net's bicubic".into(),
-            weights: weights_of(net).map(|p| CacheKey::weights_identity(&p)),
+            weights: keyed_weights(net, given(net)).map(|p| CacheKey::weights_identity(&p)),
         })
     };
     let mut real_stats: Vec<Option<(Stats, Vec<f32>, bool)>> = extractors

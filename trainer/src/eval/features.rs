@@ -97,6 +97,17 @@ impl FeatureNet {
     }
 }
 
+/// The weight file that is part of a cached statistic's key for `net` (see
+/// `cache::CacheKey::weights`): the file given by flag, else Inception's user-supplied
+/// file in the asset cache; none for the cache's own EfficientNet/DINOv2 files.
+pub fn keyed_weights(net: FeatureNet, given: Option<&PathBuf>) -> Option<PathBuf> {
+    match (given, net) {
+        (Some(p), _) => Some(p.clone()),
+        (None, FeatureNet::Inception) => Some(eostok_models::nets::asset_dir().join(eostok_models::nets::inception::INCEPTION_FILE)),
+        (None, _) => None,
+    }
+}
+
 /// A loaded feature net.
 pub enum Extractor {
     Effnet(Box<EfficientNetLite0>),

@@ -137,12 +137,13 @@ pub struct Source {
 /// The fixed shuffle that deals a set's images into parts.
 const PART_SEED: u64 = 0x9A27_5EED;
 
-/// `SPEC:K/M` -> (`SPEC`, K, M), when the suffix parses.
-fn split_part(spec: &str) -> Option<(&str, &str)> {
+/// `SPEC:K/M` -> (`SPEC`, K, M) when the suffix is two runs of digits (a number too large
+/// for `usize` reads as 0, which the caller refuses).
+fn split_part(spec: &str) -> Option<(&str, usize, usize)> {
     let (base, part) = spec.rsplit_once(':')?;
     let (k, m) = part.split_once('/')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (!base.is_empty() && digits(k) && digits(m)).then_some((base, part))
+    (!base.is_empty() && digits(k) && digits(m)).then(|| (base, k.parse().unwrap_or(0), m.parse().unwrap_or(0)))
 }
 
 /// What to draw from a source.
@@ -197,9 +198,7 @@ fn flat_images(dir: &Path) -> Option<Vec<PathBuf>> {
 impl Source {
     pub fn open(spec: &str) -> Result<Source> {
         // A path that exists wins over the `:K/M` reading of its name.
-        if let Some((base, part)) = split_part(spec).filter(|_| !Path::new(spec).exists()) {
-            let (k, m) = part.split_once('/').expect("split_part checked the form");
-            let (k, m): (usize, usize) = (k.parse().unwrap_or(0), m.parse().unwrap_or(0));
+        if let Some((base, k, m)) = split_part(spec).filter(|_| !Path::new(spec).exists()) {
             if m == 0 || k == 0 || k > m {
                 return Err(bad_input(format!("{spec}: a part is :K/M with 1 <= K <= M (e.g. emoji:1/2)")));
             }
