@@ -134,3 +134,38 @@ fn apr_weight_scales_the_apr_term_and_is_saved() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("--apr-weight"), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// `--entropy-weight w` scales the IBQ entropy term in the total: two 1-step runs from the
+/// same seed log the same unweighted terms and their totals differ by (0.01 - 0) · entropy.
+/// The weight is saved for resume, and bad values are refused.
+#[test]
+fn entropy_weight_scales_the_entropy_term_and_is_saved() {
+    let d = tempfile::tempdir().unwrap();
+    let first = |w: &str| {
+        let out = d.path().join(format!("ent-{w}"));
+        fit(&["--mode", "e2e", "--steps", "1", "--batch", "4", "--sample-every", "0", "--entropy-weight", w, "--out", out.to_str().unwrap()]);
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["train"]["loss"]["entropy"].as_f64().unwrap(), w.parse::<f64>().unwrap());
+        metrics(&out).remove(0)
+    };
+    let (r0, r1) = (first("0"), first("0.01"));
+    let ent = r1["entropy"].as_f64().unwrap();
+    assert!(ent.is_finite() && ent != 0.0, "entropy term {ent}");
+    assert_eq!(r0["entropy"], r1["entropy"], "unweighted entropy term differs between runs");
+    let (l0, l1) = (r0["loss"].as_f64().unwrap(), r1["loss"].as_f64().unwrap());
+    assert!((l1 - l0 - 0.01 * ent).abs() < 1e-5 * (1.0 + l1.abs()), "w=0.01: {l1} - {l0} != 0.01 · {ent}");
+    for bad in [vec!["--entropy-weight=-1"], vec!["--entropy-weight", "inf"], vec!["--resume", d.path().join("ent-0").to_str().unwrap(), "--entropy-weight", "0"]] {
+        let out = d.path().join("bad");
+        let o = Command::new(env!("CARGO_BIN_EXE_eostok-train"))
+            .args(["fit", "--config", "tiny", "--quiet", "--lpips", "off", "--vfm", "off", "--steps", "2"])
+            .arg("--data")
+            .arg(fixture())
+            .args(&bad)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--entropy-weight"), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}

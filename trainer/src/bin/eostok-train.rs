@@ -150,6 +150,11 @@ struct FitArgs {
     /// predictions back to pixels) in `--mode e2e`; 1 is the paper's. For ablations of it.
     #[arg(long, default_value_t = 1.0)]
     apr_weight: f64,
+    /// Weight of the IBQ entropy loss of a fresh run (per-sample sharpness minus batch
+    /// diversity of the code distribution); 0.01 is the default. For ablations: with 0,
+    /// nothing but the losses themselves keeps the codebook from collapsing.
+    #[arg(long, default_value_t = 0.01)]
+    entropy_weight: f64,
     /// Discriminator: patchgan (hinge GAN + LeCam, own Adam) or off.
     #[arg(long, value_parser = ["patchgan", "off"], default_value = "off")]
     disc: String,
@@ -240,6 +245,12 @@ fn fit(a: FitArgs) -> Result<()> {
     if a.resume.is_some() && a.apr_weight != 1.0 {
         return Err(exit::bad_input("--apr-weight applies to a fresh run; a resumed run keeps its saved loss weights"));
     }
+    if !(a.entropy_weight.is_finite() && a.entropy_weight >= 0.0) {
+        return Err(exit::bad_input(format!("--entropy-weight {}: must be a finite number >= 0", a.entropy_weight)));
+    }
+    if a.resume.is_some() && a.entropy_weight != LossConfig::default().entropy {
+        return Err(exit::bad_input("--entropy-weight applies to a fresh run; a resumed run keeps its saved loss weights"));
+    }
     // Rank 0 owns the run directory (the others may see it filling up already).
     let lead = dist_env.as_ref().is_none_or(|d| d.rank == 0);
     if lead && a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
@@ -264,7 +275,7 @@ fn fit(a: FitArgs) -> Result<()> {
         keep: a.keep,
         log_every: a.log_every,
         sample_every: a.sample_every,
-        loss: LossConfig { apr: a.apr_weight, ..Default::default() },
+        loss: LossConfig { apr: a.apr_weight, entropy: a.entropy_weight, ..Default::default() },
         lpips: a.lpips,
         vfm: a.vfm,
         accum: a.accum,
