@@ -95,19 +95,38 @@ fn resume_stays_bit_exact_with_the_discriminator_and_accumulation() {
     assert!(recs.iter().filter(|r| r["step"].as_u64().unwrap() <= 2).all(|r| r.get("gan_g").is_none()), "GAN term before --gan-start");
 }
 
+/// A fresh 1-step run with `flag w`: checks that the weight is saved under `state.train.loss.key`
+/// and returns the run's first metrics record.
+fn one_step_with_weight(dir: &Path, flag: &str, key: &str, w: &str) -> serde_json::Value {
+    let out = dir.join(format!("{key}-{w}"));
+    fit(&["--mode", "e2e", "--steps", "1", "--batch", "4", "--sample-every", "0", flag, w, "--out", out.to_str().unwrap()]);
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["train"]["loss"][key].as_f64().unwrap(), w.parse::<f64>().unwrap());
+    metrics(&out).remove(0)
+}
+
+/// `eostok-train fit` with `bad` arguments exits 2 and names `flag`.
+fn refused(dir: &Path, bad: &[&str], flag: &str) {
+    let o = Command::new(env!("CARGO_BIN_EXE_eostok-train"))
+        .args(["fit", "--config", "tiny", "--quiet", "--lpips", "off", "--vfm", "off", "--steps", "2"])
+        .arg("--data")
+        .arg(fixture())
+        .args(bad)
+        .arg("--out")
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(flag), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// `--apr-weight λ` scales the APR term in the total: three 1-step runs from the same seed
 /// log the same unweighted terms, and their totals differ by λ · apr_l2 (LPIPS off, so APR
 /// is its L2 part only). The weight is saved for resume, and bad values are refused.
 #[test]
 fn apr_weight_scales_the_apr_term_and_is_saved() {
     let d = tempfile::tempdir().unwrap();
-    let first = |w: &str| {
-        let out = d.path().join(format!("apr-{w}"));
-        fit(&["--mode", "e2e", "--steps", "1", "--batch", "4", "--sample-every", "0", "--apr-weight", w, "--out", out.to_str().unwrap()]);
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
-        assert_eq!(state["train"]["loss"]["apr"].as_f64().unwrap(), w.parse::<f64>().unwrap());
-        metrics(&out).remove(0)
-    };
+    let first = |w: &str| one_step_with_weight(d.path(), "--apr-weight", "apr", w);
     let (r0, r1, rq) = (first("0"), first("1"), first("0.25"));
     let apr = r1["apr_l2"].as_f64().unwrap();
     assert!(apr > 0.0);
@@ -120,18 +139,7 @@ fn apr_weight_scales_the_apr_term_and_is_saved() {
     assert!((l1 - l0 - apr).abs() < 1e-4 * (1.0 + l1.abs()), "λ=1: {l1} - {l0} != {apr}");
     assert!((lq - l0 - 0.25 * apr).abs() < 1e-4 * (1.0 + lq.abs()), "λ=0.25: {lq} - {l0} != 0.25 · {apr}");
     for bad in [vec!["--apr-weight=-1"], vec!["--apr-weight", "nan"], vec!["--resume", d.path().join("apr-1").to_str().unwrap(), "--apr-weight", "0.5"]] {
-        let out = d.path().join("bad");
-        let o = Command::new(env!("CARGO_BIN_EXE_eostok-train"))
-            .args(["fit", "--config", "tiny", "--quiet", "--lpips", "off", "--vfm", "off", "--steps", "2"])
-            .arg("--data")
-            .arg(fixture())
-            .args(&bad)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("--apr-weight"), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+        refused(d.path(), &bad, "--apr-weight");
     }
 }
 
@@ -141,31 +149,14 @@ fn apr_weight_scales_the_apr_term_and_is_saved() {
 #[test]
 fn entropy_weight_scales_the_entropy_term_and_is_saved() {
     let d = tempfile::tempdir().unwrap();
-    let first = |w: &str| {
-        let out = d.path().join(format!("ent-{w}"));
-        fit(&["--mode", "e2e", "--steps", "1", "--batch", "4", "--sample-every", "0", "--entropy-weight", w, "--out", out.to_str().unwrap()]);
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
-        assert_eq!(state["train"]["loss"]["entropy"].as_f64().unwrap(), w.parse::<f64>().unwrap());
-        metrics(&out).remove(0)
-    };
+    let first = |w: &str| one_step_with_weight(d.path(), "--entropy-weight", "entropy", w);
     let (r0, r1) = (first("0"), first("0.01"));
     let ent = r1["entropy"].as_f64().unwrap();
     assert!(ent.is_finite() && ent != 0.0, "entropy term {ent}");
     assert_eq!(r0["entropy"], r1["entropy"], "unweighted entropy term differs between runs");
     let (l0, l1) = (r0["loss"].as_f64().unwrap(), r1["loss"].as_f64().unwrap());
     assert!((l1 - l0 - 0.01 * ent).abs() < 1e-5 * (1.0 + l1.abs()), "w=0.01: {l1} - {l0} != 0.01 · {ent}");
-    for bad in [vec!["--entropy-weight=-1"], vec!["--entropy-weight", "inf"], vec!["--resume", d.path().join("ent-0").to_str().unwrap(), "--entropy-weight", "0"]] {
-        let out = d.path().join("bad");
-        let o = Command::new(env!("CARGO_BIN_EXE_eostok-train"))
-            .args(["fit", "--config", "tiny", "--quiet", "--lpips", "off", "--vfm", "off", "--steps", "2"])
-            .arg("--data")
-            .arg(fixture())
-            .args(&bad)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("--entropy-weight"), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+    for bad in [vec!["--entropy-weight=-1"], vec!["--entropy-weight", "inf"], vec!["--resume", d.path().join("entropy-0").to_str().unwrap(), "--entropy-weight", "0"]] {
+        refused(d.path(), &bad, "--entropy-weight");
     }
 }

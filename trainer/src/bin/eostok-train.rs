@@ -213,6 +213,18 @@ fn init(config: &str, out: &std::path::Path, seed: u64, force: bool) -> Result<(
     Ok(())
 }
 
+/// A loss-weight flag: a finite number >= 0, and only for a fresh run (a resumed run keeps
+/// the weights saved in its state, so any value but the default is refused there).
+fn check_loss_weight(flag: &str, value: f64, default: f64, resumed: bool) -> Result<()> {
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(exit::bad_input(format!("{flag} {value}: must be a finite number >= 0")));
+    }
+    if resumed && value != default {
+        return Err(exit::bad_input(format!("{flag} applies to a fresh run; a resumed run keeps its saved loss weights")));
+    }
+    Ok(())
+}
+
 fn fit(a: FitArgs) -> Result<()> {
     use eostok_train::fit::{FitOptions, Precision, TrainConfig};
     let spec = eostok_models::DeviceSpec::parse(&a.device)?;
@@ -239,18 +251,9 @@ fn fit(a: FitArgs) -> Result<()> {
             return Err(exit::bad_input("--tau applies to a fresh run; a resumed run keeps its config's τ"));
         }
     }
-    if !(a.apr_weight.is_finite() && a.apr_weight >= 0.0) {
-        return Err(exit::bad_input(format!("--apr-weight {}: must be a finite number >= 0", a.apr_weight)));
-    }
-    if a.resume.is_some() && a.apr_weight != 1.0 {
-        return Err(exit::bad_input("--apr-weight applies to a fresh run; a resumed run keeps its saved loss weights"));
-    }
-    if !(a.entropy_weight.is_finite() && a.entropy_weight >= 0.0) {
-        return Err(exit::bad_input(format!("--entropy-weight {}: must be a finite number >= 0", a.entropy_weight)));
-    }
-    if a.resume.is_some() && a.entropy_weight != LossConfig::default().entropy {
-        return Err(exit::bad_input("--entropy-weight applies to a fresh run; a resumed run keeps its saved loss weights"));
-    }
+    let defaults = LossConfig::default();
+    check_loss_weight("--apr-weight", a.apr_weight, defaults.apr, a.resume.is_some())?;
+    check_loss_weight("--entropy-weight", a.entropy_weight, defaults.entropy, a.resume.is_some())?;
     // Rank 0 owns the run directory (the others may see it filling up already).
     let lead = dist_env.as_ref().is_none_or(|d| d.rank == 0);
     if lead && a.resume.is_none() && a.out.exists() && !checkpoint::is_absent_or_empty(&a.out)? {
